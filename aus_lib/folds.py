@@ -1,0 +1,247 @@
+"""Subject-wise (actor-disjoint) K-fold cross-validation and the original fold-list files.
+
+The fold lists follow the original sequenceLearning text format so that users of the
+original workflow can reuse them: tab-separated, no header,
+
+* ``complete_dataset_{K}CV.txt``: sample number (5 digits), label, path to the clip's CSV,
+  the clip's file name, test fold;
+* ``training-fold_{k}_outof_{K}.txt`` / ``validation-fold_{k}_outof_{K}.txt``: the first
+  four of those columns, for the clips in (resp. out of) fold k's training part.
+"""
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from pathlib import Path
+
+import pandas as pd
+
+from aus_lib.ravdess import EMOTIONS, LABELS, parse_name
+from aus_lib.runs import atomic_write_text
+
+# The split used in the paper (Luna-Jiménez et al. 2022) for K = 5 on all 24 actors:
+# fold -> test actors.
+PAPER_FOLDS: dict[int, tuple[int, ...]] = {
+    1: (2, 5, 14, 15, 16),
+    2: (3, 6, 7, 13, 18),
+    3: (10, 11, 12, 19, 20),
+    4: (8, 17, 21, 23, 24),
+    5: (1, 4, 9, 22),
+}
+
+
+class FoldError(ValueError):
+    """Folds that are not a valid actor-disjoint cross-validation."""
+
+
+def make_folds(clips_per_actor: Mapping[int, int], kfolds: int, seed: int = 2020,
+               explicit: Mapping[int, list[int]] | None = None) -> dict[int, tuple[int, ...]]:
+    """Assign whole actors to ``kfolds`` test folds.
+
+    ``clips_per_actor`` maps each actor present to its number of clips. With K = 5 and all
+    24 RAVDESS actors present, the paper's split is used. ``explicit`` (fold -> test actors)
+    overrides everything and is checked. Otherwise actors are shuffled with ``seed`` and
+    placed greedily, largest first, into the fold with the fewest clips so far: a
+    deterministic split balanced in clip count.
+    """
+    actors = sorted(int(a) for a in clips_per_actor)
+    if kfolds < 2:
+        raise FoldError(f"kfolds={kfolds}: cross-validation needs at least 2 folds.")
+    if kfolds > len(actors):
+        raise FoldError(
+            f"kfolds={kfolds} but the data has only {len(actors)} actor(s) ({actors}); folds are "
+            f"actor-disjoint, so use kfolds <= {len(actors)}."
+        )
+    if explicit is not None:
+        folds = {int(k): tuple(sorted(int(a) for a in v)) for k, v in explicit.items()}
+        check_folds(folds, actors)
+        return folds
+    if kfolds == 5 and actors == list(range(1, 25)):
+        return dict(PAPER_FOLDS)
+    rng = random.Random(seed)
+    order = actors[:]
+    rng.shuffle(order)
+    # Stable sort after the shuffle: ties in clip count are broken by the seeded order.
+    order.sort(key=lambda a: -clips_per_actor[a])
+    load = {k: 0 for k in range(1, kfolds + 1)}
+    members: dict[int, list[int]] = {k: [] for k in load}
+    for actor in order:
+        k = min(load, key=lambda f: (load[f], len(members[f]), f))
+        members[k].append(actor)
+        load[k] += clips_per_actor[actor]
+    return {k: tuple(sorted(v)) for k, v in members.items()}
+
+
+def check_folds(folds: Mapping[int, tuple[int, ...]], actors: list[int]) -> None:
+    """Every actor tests in exactly one fold, folds are numbered 1..K and none is empty."""
+    if sorted(folds) != list(range(1, len(folds) + 1)):
+        raise FoldError(f"Folds must be numbered 1..K; got {sorted(folds)}.")
+    seen: dict[int, int] = {}
+    for k, members in folds.items():
+        if not members:
+            raise FoldError(f"Fold {k} has no test actors.")
+        for a in members:
+            if a in seen:
+                raise FoldError(f"Actor {a} is in the test part of folds {seen[a]} and {k}; each actor must test in exactly one fold.")
+            seen[a] = k
+    missing = sorted(set(actors) - set(seen))
+    if missing:
+        raise FoldError(f"Actor(s) {missing} are in the data but in no fold's test actors: add them to a fold.")
+    unknown = sorted(set(seen) - set(actors))
+    if unknown:
+        raise FoldError(f"Fold test actors {unknown} have no clips in the data: remove them or check the data folder.")
+
+
+def assign_folds(manifest: pd.DataFrame, folds: Mapping[int, tuple[int, ...]]) -> pd.DataFrame:
+    """A copy of ``manifest`` (needs an ``actor`` column) with a ``fold`` column (its test fold)."""
+    fold_of = {a: k for k, members in folds.items() for a in members}
+    out = manifest.copy()
+    out["fold"] = out["actor"].map(fold_of)
+    if out["fold"].isna().any():
+        lost = sorted(out.loc[out["fold"].isna(), "actor"].unique())
+        raise FoldError(f"Actor(s) {lost} are in no fold.")
+    out["fold"] = out["fold"].astype(int)
+    return out
+
+
+def folds_from_manifest(manifest: pd.DataFrame) -> dict[int, tuple[int, ...]]:
+    """Fold -> test actors, read back from a manifest with ``actor`` and ``fold`` columns."""
+    return {int(k): tuple(sorted(int(a) for a in g["actor"].unique())) for k, g in manifest.groupby("fold")}
+
+
+def check_training_emotions(manifest: pd.DataFrame) -> None:
+    """Each fold's training part must hold every emotion present in the data, or the class
+    weights and the classifier for that emotion are undefined."""
+    present = set(manifest["emotion"])
+    for k in sorted(manifest["fold"].unique()):
+        train = set(manifest.loc[manifest["fold"] != k, "emotion"])
+        absent = sorted(present - train, key=EMOTIONS.index)
+        if absent:
+            raise FoldError(
+                f"Fold {k}: the training part has no clip of {absent}. Put actors with those emotions "
+                "in other folds, or use fewer folds."
+            )
+
+
+# --- the original sequenceLearning fold-list files -----------------------------------------
+
+def complete_list_name(kfolds: int) -> str:
+    return f"complete_dataset_{kfolds}CV.txt"
+
+
+def fold_list_names(k: int, kfolds: int) -> tuple[str, str]:
+    return f"training-fold_{k}_outof_{kfolds}.txt", f"validation-fold_{k}_outof_{kfolds}.txt"
+
+
+def write_fold_lists(manifest: pd.DataFrame, out_dir: str | Path) -> list[Path]:
+    """Write the original-format fold lists for a manifest with clip, emotion, path, fold."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    kfolds = int(manifest["fold"].max())
+    rows = manifest.reset_index(drop=True)
+    sample = [f"{i:05d}" for i in range(len(rows))]
+    lines = [
+        "\t".join((s, r.emotion, str(r.path), Path(str(r.path)).name, str(int(r.fold))))
+        for s, r in zip(sample, rows.itertuples(index=False))
+    ]
+    written = [out_dir / complete_list_name(kfolds)]
+    atomic_write_text(written[0], "\n".join(lines) + "\n")
+    for k in range(1, kfolds + 1):
+        train_name, val_name = fold_list_names(k, kfolds)
+        for name, keep in ((train_name, rows["fold"] != k), (val_name, rows["fold"] == k)):
+            part = [line.rsplit("\t", 1)[0] for line, m in zip(lines, keep) if m]
+            path = out_dir / name
+            atomic_write_text(path, "\n".join(part) + ("\n" if part else ""))
+            written.append(path)
+    return written
+
+
+def read_fold_list(path: str | Path) -> pd.DataFrame:
+    """Read an original-format list (4 or 5 tab-separated columns, no header).
+
+    Returns columns sample, label (emotion name), path, file, clip and, for the complete
+    list, fold. Numeric labels are read as indices into :data:`LABELS`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Fold list {path} does not exist; run notebook 01_make_folds to create it.")
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) not in (4, 5):
+            raise FoldError(f"{path}, line {n}: expected 4 or 5 tab-separated fields, found {len(fields)}.")
+        label = fields[1]
+        if label.isdigit():
+            label = LABELS[int(label)]
+        if label not in LABELS:
+            raise FoldError(f"{path}, line {n}: unknown label {fields[1]!r}; expected one of {list(LABELS)}.")
+        row = {"sample": fields[0], "label": label, "path": fields[2], "file": fields[3],
+               "clip": Path(fields[3]).stem}
+        if len(fields) == 5:
+            row["fold"] = int(fields[4])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def read_fold_lists(folds_dir: str | Path, kfolds: int) -> pd.DataFrame:
+    """The complete list of a folder written by :func:`write_fold_lists`, checked against the
+    per-fold files: one row per clip with clip, label, path, actor and fold."""
+    folds_dir = Path(folds_dir)
+    table = read_fold_list(folds_dir / complete_list_name(kfolds))
+    if "fold" not in table:
+        raise FoldError(f"{folds_dir / complete_list_name(kfolds)} has no fold column (5th field).")
+    for k in range(1, kfolds + 1):
+        _, val_name = fold_list_names(k, kfolds)
+        val = read_fold_list(folds_dir / val_name)
+        expected = set(table.loc[table["fold"] == k, "clip"])
+        if set(val["clip"]) != expected:
+            raise FoldError(f"{folds_dir / val_name} does not list the same clips as fold {k} of the complete list.")
+    table["actor"] = [parse_name(c).actor for c in table["clip"]]
+    missing = [p for p in table["path"] if not Path(p).is_file()]
+    if missing:
+        raise FoldError(
+            f"{len(missing)} clip path(s) in {folds_dir / complete_list_name(kfolds)} do not exist, e.g. {missing[0]}. "
+            "Re-run 01_make_folds for the data folder you use now."
+        )
+    overlap = table.groupby("actor")["fold"].nunique()
+    if (overlap > 1).any():
+        a = int(overlap[overlap > 1].index[0])
+        raise FoldError(f"Actor {a} is in more than one test fold in {folds_dir}; folds must be actor-disjoint.")
+    return table
+
+
+# --- the whole step, as notebook 01 and the CLI run it -------------------------------------
+
+def make_fold_files(manifest: pd.DataFrame, out_dir: str | Path, kfolds: int, seed: int = 2020,
+                    explicit: Mapping[int, list[int]] | None = None) -> pd.DataFrame:
+    """Split a manifest into actor-disjoint folds and write everything 02_train_cv reads:
+    the original fold lists and ``manifest.csv`` (one row per clip, with its ``fold``)."""
+    from aus_lib.runs import atomic_write_csv
+
+    counts = manifest.groupby("actor").size().to_dict()
+    folds = make_folds(counts, kfolds, seed, explicit)
+    table = assign_folds(manifest, folds)
+    check_training_emotions(table)
+    write_fold_lists(table, out_dir)
+    atomic_write_csv(Path(out_dir) / manifest_name(kfolds), table, index=False)
+    return table
+
+
+def manifest_name(kfolds: int) -> str:
+    return f"manifest_{kfolds}CV.csv"
+
+
+def read_manifest(folds_dir: str | Path, kfolds: int) -> pd.DataFrame:
+    """The manifest 01_make_folds wrote, checked against its original-format fold lists."""
+    path = Path(folds_dir) / manifest_name(kfolds)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: run notebook 01_make_folds with kfolds={kfolds} "
+                                f"and out_dir={folds_dir} first.")
+    table = pd.read_csv(path)
+    lists = read_fold_lists(folds_dir, kfolds)
+    if set(lists["clip"]) != set(table["clip"]):
+        raise FoldError(f"{path} and the fold lists in {folds_dir} name different clips; re-run 01_make_folds.")
+    check_folds(folds_from_manifest(table), sorted(table["actor"].unique()))
+    return table

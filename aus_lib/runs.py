@@ -1,0 +1,163 @@
+"""Run folders and safe writing: nothing is half-written, nothing finished is overwritten.
+
+Every file a run produces goes through :func:`atomic_path`: it is written to a temporary
+file in the same folder and renamed into place, so a killed process never leaves a
+truncated checkpoint, table or figure behind.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import errno
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+RUN_MARKER = "run.json"       # written when a run directory is created
+DONE_MARKER = "DONE"          # written when a run has finished all its folds
+LATEST = "latest"             # text file in the outputs folder naming the newest run
+
+
+class RunExistsError(FileExistsError):
+    """A finished or foreign run is in the way."""
+
+
+class OutputDirError(OSError):
+    """The output folder cannot be written (permissions, full disk)."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success rename it onto ``path``.
+
+    The temporary name keeps the suffix, so libraries that look at it (matplotlib,
+    torch) behave as for the final file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f"{path.suffix}.tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    except OSError as exc:
+        tmp_path.unlink(missing_ok=True)
+        raise _explain(exc, path.parent) from exc
+    except BaseException:
+        tmp_path.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def atomic_write_json(path: str | os.PathLike, obj) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def atomic_write_csv(path: str | os.PathLike, df, **kwargs) -> Path:
+    with atomic_path(path) as tmp:
+        df.to_csv(tmp, **kwargs)
+    return Path(path)
+
+
+def atomic_torch_save(path: str | os.PathLike, obj) -> Path:
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+    return Path(path)
+
+
+def _explain(exc: OSError, folder: Path) -> OSError:
+    if exc.errno == errno.ENOSPC:
+        return OutputDirError(errno.ENOSPC, f"No space left on the device holding {folder}. Free some space, then "
+                              "run again with resume=True: finished epochs and folds are kept.")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return OutputDirError(exc.errno, f"Cannot write to {folder}: permission denied or read-only. Choose another "
+                              "out_dir or fix the folder's permissions.")
+    return exc
+
+
+def check_writable(folder: str | os.PathLike) -> Path:
+    """Create ``folder`` and prove it can be written, with a message that names it."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise _explain(exc, folder) from exc
+    return folder
+
+
+def default_run_name(prefix: str = "run") -> str:
+    """A unique, sortable run name: prefix plus a timestamp to the microsecond."""
+    return f"{prefix}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S-%f')}"
+
+
+def prepare_run_dir(out_dir: str | os.PathLike, run_name: str, fingerprint: dict, *,
+                    resume: bool = False, overwrite: bool = False) -> Path:
+    """Create (or reopen) ``out_dir/run_name`` for a run described by ``fingerprint``.
+
+    * new folder: created, ``run.json`` holds the fingerprint;
+    * existing folder, ``resume=True``: reopened if its fingerprint matches, else an error;
+    * existing folder, ``overwrite=True``: the old contents are moved aside to
+      ``run_name.replaced-<timestamp>`` (never deleted), then a fresh folder is made;
+    * existing folder otherwise: an error naming it.
+    """
+    out_dir = check_writable(out_dir)
+    run_dir = out_dir / run_name
+    marker = run_dir / RUN_MARKER
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if resume:
+            if marker.is_file():
+                old = json.loads(marker.read_text())
+                diffs = sorted(k for k in set(old) | set(fingerprint) if old.get(k) != fingerprint.get(k))
+                if diffs:
+                    raise RunExistsError(
+                        f"Cannot resume {run_dir}: it was started with a different configuration "
+                        f"(differs in {', '.join(diffs)}). Use another run_name, or the same settings."
+                    )
+            return run_dir
+        if overwrite:
+            aside = run_dir.with_name(f"{run_name}.replaced-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}")
+            os.replace(run_dir, aside)
+        else:
+            state = "a finished run" if (run_dir / DONE_MARKER).exists() else "an unfinished run"
+            raise RunExistsError(
+                f"{run_dir} already holds {state}. Pass resume=True to continue it, overwrite=True to start again "
+                "(the old folder is kept beside it as *.replaced-<time>), or choose another run_name."
+            )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(marker, fingerprint)
+    return run_dir
+
+
+def mark_done(run_dir: str | os.PathLike, summary: dict | None = None) -> None:
+    atomic_write_json(Path(run_dir) / DONE_MARKER, summary or {})
+
+
+def is_done(run_dir: str | os.PathLike) -> bool:
+    return (Path(run_dir) / DONE_MARKER).is_file()
+
+
+def set_latest(out_dir: str | os.PathLike, run_dir: str | os.PathLike) -> None:
+    """Record ``run_dir`` as the newest run of ``out_dir`` (``out_dir/latest``)."""
+    atomic_write_text(Path(out_dir) / LATEST, Path(run_dir).name + "\n")
+
+
+def latest_run(out_dir: str | os.PathLike) -> Path:
+    pointer = Path(out_dir) / LATEST
+    if not pointer.is_file():
+        raise FileNotFoundError(f"No {pointer}: no run has been recorded in {out_dir} yet. Run notebook 02_train_cv first.")
+    run_dir = Path(out_dir) / pointer.read_text().strip()
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{pointer} names {run_dir}, which does not exist.")
+    return run_dir
