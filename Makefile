@@ -1,0 +1,57 @@
+# One entry point. `make run` = the main job (all notebooks on the default data);
+# `make test` = the test suite. Both build .venv first when needed.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+KERNEL := aus-lib
+# The CPU build of torch pinned here installs fast on CPU-only machines. GPU users:
+#   make venv TORCH_REQ="torch"      (or install your CUDA build of torch into .venv first)
+TORCH_REQ ?= -r requirements/torch-cpu.txt
+STAMP := $(VENV)/.installed
+# The main job's run name: unique per invocation, so no earlier run is ever overwritten.
+RUN ?= main-$(shell date +%Y%m%d-%H%M%S)
+OUT := outputs
+KFOLDS ?= 5
+
+.PHONY: venv run test lab bench kernel clean-venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml requirements/torch-cpu.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade --quiet pip
+	$(PY) -m pip install --quiet $(TORCH_REQ)
+	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (aus_lib)" >/dev/null
+	touch $(STAMP)
+
+kernel: $(STAMP)
+	$(PY) -m ipykernel install --user --name $(KERNEL) --display-name "Python (aus_lib)"
+
+# The main job: synthetic data (generated on first use) -> folds -> 5-fold CV -> posteriors -> analysis.
+run: $(STAMP)
+	@mkdir -p $(OUT)/runs/$(RUN)/notebooks
+	$(VENV)/bin/papermill -k $(KERNEL) --cwd notebooks notebooks/01_make_folds.ipynb $(OUT)/runs/$(RUN)/notebooks/01_make_folds.ipynb \
+		-p kfolds $(KFOLDS) -p out_dir $(OUT)/folds/synthetic_$(KFOLDS)CV
+	$(VENV)/bin/papermill -k $(KERNEL) --cwd notebooks notebooks/02_train_cv.ipynb $(OUT)/runs/$(RUN)/notebooks/02_train_cv.ipynb \
+		-p kfolds $(KFOLDS) -p params_file params/demo.json -p folds_dir $(OUT)/folds/synthetic_$(KFOLDS)CV \
+		-p out_dir $(OUT)/runs -p run_name $(RUN)
+	$(VENV)/bin/papermill -k $(KERNEL) --cwd notebooks notebooks/03_extract_posteriors.ipynb $(OUT)/runs/$(RUN)/notebooks/03_extract_posteriors.ipynb \
+		-p kfolds $(KFOLDS) -p run_dir $(OUT)/runs/$(RUN)
+	$(VENV)/bin/papermill -k $(KERNEL) --cwd notebooks notebooks/04_analysis.ipynb $(OUT)/runs/$(RUN)/notebooks/04_analysis.ipynb \
+		-p run_dir $(OUT)/runs/$(RUN)
+	@echo "Main job done: everything is in $(OUT)/runs/$(RUN)"
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lab: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[lab]'
+	$(VENV)/bin/jupyter lab notebooks/
+
+bench: $(STAMP)
+	$(PY) bench/benchmark.py
+
+clean-venv:
+	rm -rf $(VENV)
