@@ -1,0 +1,727 @@
+"""Every figure of the project, with one palette and one look.
+
+Figure policy
+-------------
+* Each builder returns a :class:`PlotFigure` (a plain :class:`matplotlib.figure.Figure`
+  subclass) built *without* pyplot. pyplot never tracks these figures, so nothing
+  accumulates, nothing needs closing, and a figure is freed when the caller drops it.
+  Nothing here calls ``plt.show()`` or ``matplotlib.use()``.
+* In Jupyter a returned figure shows when it is the last expression of a cell
+  (``PlotFigure`` renders itself as PNG) or with ``display(fig)``. ``plt.show()`` does
+  not show it, because pyplot does not know it.
+* With ``path`` the figure is also written as PNG at :data:`DPI`, atomically (a temporary
+  ``.png`` beside the target, then :func:`os.replace`), so a reader never sees half a file.
+* Every builder calls :func:`apply_style`, which updates ``matplotlib.rcParams``: the
+  project's look then applies to the whole session (``matplotlib.rcdefaults()`` undoes it).
+
+Emotions are always shown by name, in :data:`aus_lib.ravdess.EMOTIONS` order. Tables
+(Series/DataFrames) must carry emotion names; single labels (``true``/``pred``) may also be
+integer indices into :data:`aus_lib.ravdess.LABELS`, the order of every saved file.
+"""
+from __future__ import annotations
+
+import io
+import math
+import os
+import uuid
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import matplotlib as mpl
+import numpy as np
+import pandas as pd
+from cycler import cycler
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from .openface import AU_COLUMNS
+from .ravdess import EMOTIONS, LABELS
+
+DPI = 110
+FPS = 30  # RAVDESS videos are 30 frames per second.
+N_CLASSES = len(EMOTIONS)
+
+# Okabe-Ito, colour-blind safe; its yellow is left out (unreadable as a line on white)
+# and a mid grey stands in for neutral.
+OKABE_ITO = ("#E69F00", "#56B4E9", "#009E73", "#0072B2", "#D55E00", "#CC79A7", "#000000", "#999999")
+EMOTION_COLORS: dict[str, str] = {
+    "neutral": "#999999",
+    "calm": "#56B4E9",
+    "happy": "#E69F00",
+    "sad": "#0072B2",
+    "angry": "#D55E00",
+    "fear": "#CC79A7",
+    "disgust": "#009E73",
+    "surprise": "#000000",
+}
+# Roles that are not emotions (learning curves, attention, comparison bars, markings).
+SERIES_COLORS: dict[str, str] = {
+    "train": "#0072B2",
+    "val": "#D55E00",
+    "f1": "#009E73",
+    "best": "#555555",
+    "attention": "#0072B2",
+    "bar": "#0072B2",
+    "chance": "#999999",
+    "correct": "#000000",
+    "wrong": "#D55E00",
+}
+SEQUENCE_CMAP = "viridis"
+DIVERGING_CMAP = "RdBu_r"
+AU_INTENSITY_RANGE = (0.0, 5.0)  # OpenFace AUxx_r scale.
+WRONG_MARK = "\u2717"  # ✗
+RIGHT_MARK = "\u2713"  # ✓
+
+STYLE: dict[str, object] = {
+    "figure.dpi": DPI,
+    "savefig.dpi": DPI,
+    "figure.facecolor": "white",
+    "savefig.facecolor": "white",
+    "font.size": 10,
+    "axes.titlesize": 11,
+    "axes.labelsize": 10,
+    "xtick.labelsize": 9,
+    "ytick.labelsize": 9,
+    "legend.fontsize": 9,
+    "legend.frameon": False,
+    "figure.titlesize": 13,
+    "figure.titleweight": "bold",
+    "axes.grid": True,
+    "grid.alpha": 0.3,
+    "grid.linestyle": "-",
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.prop_cycle": cycler(color=list(OKABE_ITO)),
+    "image.cmap": SEQUENCE_CMAP,
+    "lines.linewidth": 1.8,
+}
+
+
+class PlotFigure(Figure):
+    """A Figure that Jupyter displays as PNG even though pyplot does not manage it."""
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png", dpi=DPI)
+        return buffer.getvalue()
+
+
+def apply_style() -> None:
+    """Set the project's rcParams (font sizes, light grid, palette). Idempotent."""
+    mpl.rcParams.update(STYLE)
+
+
+# ---------------------------------------------------------------------------- emotions
+
+def emotion_name(label: str | int) -> str:
+    """An emotion name from a name (any case) or an index into ``ravdess.LABELS``."""
+    if isinstance(label, (int, np.integer)) and not isinstance(label, bool):
+        if not 0 <= int(label) < len(LABELS):
+            raise ValueError(f"emotion index {label} is out of range: indices follow ravdess.LABELS "
+                             f"(0..{len(LABELS) - 1}: {', '.join(LABELS)}).")
+        return LABELS[int(label)]
+    name = str(label).strip().lower()
+    if name not in EMOTION_COLORS:
+        raise ValueError(f"unknown emotion {label!r}: expected one of {', '.join(EMOTIONS)} "
+                         "(or an index into ravdess.LABELS).")
+    return name
+
+
+def emotion_order(labels: Iterable[str | int]) -> list[str]:
+    """The distinct emotions among ``labels`` as names, in display order (``ravdess.EMOTIONS``)."""
+    present = {emotion_name(label) for label in labels}
+    return [e for e in EMOTIONS if e in present]
+
+
+def _is_emotion_axis(labels: Iterable) -> bool:
+    """True when every label is an emotion *name* (integers are ambiguous with folds)."""
+    labels = list(labels)
+    return bool(labels) and all(isinstance(x, str) and x.strip().lower() in EMOTION_COLORS for x in labels)
+
+
+def _emotion_rows(table: pd.DataFrame, what: str) -> pd.DataFrame:
+    """``table`` with emotions as the index, in display order (transposed if they were the columns)."""
+    if _is_emotion_axis(table.index):
+        rows = table
+    elif _is_emotion_axis(table.columns):
+        rows = table.T
+    else:
+        raise ValueError(f"{what}: expected emotion names ({', '.join(EMOTIONS)}) in the index or the "
+                         f"columns; got index {list(table.index)[:8]} and columns {list(table.columns)[:8]}.")
+    rows = rows.copy()
+    rows.index = [emotion_name(x) for x in rows.index]
+    if rows.index.duplicated().any():
+        raise ValueError(f"{what}: emotion {rows.index[rows.index.duplicated()][0]!r} appears twice.")
+    return rows.loc[emotion_order(rows.index)]
+
+
+# ---------------------------------------------------------------------------- saving
+
+def save(fig: Figure, path: str | os.PathLike, dpi: int = DPI) -> Path:
+    """Write ``fig`` as PNG to ``path`` atomically (temporary ``.png`` beside it, then rename)."""
+    target = Path(path)
+    if target.suffix.lower() != ".png":
+        raise ValueError(f"{str(path)!r}: figures are saved as PNG; give a path ending in .png.")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Same folder as the target, so os.replace is a rename on one file system.
+    tmp = target.with_name(f".{target.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.png")
+    try:
+        fig.savefig(tmp, format="png", dpi=dpi)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def _finish(fig: PlotFigure, path: str | os.PathLike | None) -> PlotFigure:
+    if path is not None:
+        save(fig, path)
+    return fig
+
+
+def _new_figure(title: str, size: tuple[float, float]) -> PlotFigure:
+    apply_style()
+    fig = PlotFigure(figsize=size, layout="constrained")
+    fig.suptitle(title)
+    return fig
+
+
+# ---------------------------------------------------------------------------- helpers
+
+def _require_columns(table: pd.DataFrame, columns: Sequence[str], what: str) -> None:
+    if not isinstance(table, pd.DataFrame):
+        raise TypeError(f"{what}: expected a pandas DataFrame, got {type(table).__name__}.")
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise ValueError(f"{what}: missing column(s) {', '.join(missing)}; "
+                         f"it has {', '.join(map(str, table.columns))}.")
+    if table.empty:
+        raise ValueError(f"{what}: the table is empty.")
+
+
+def _numeric(table: pd.DataFrame, what: str) -> pd.DataFrame:
+    try:
+        values = table.astype(float)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{what}: every value must be a number ({err}).") from None
+    return values
+
+
+def _as_percent(values: np.ndarray) -> np.ndarray:
+    """Fractions in [0, 1] become percent; values already in percent stay as they are."""
+    values = np.asarray(values, dtype=float)
+    finite = values[np.isfinite(values)]
+    return values * 100 if finite.size and finite.max() <= 1.0 else values
+
+
+def _annotate_cells(ax: Axes, image, values: np.ndarray, texts: np.ndarray, fontsize: float = 9) -> None:
+    """Write ``texts`` on an imshow heatmap, black or white depending on the cell colour."""
+    for (i, j), value in np.ndenumerate(values):
+        if not np.isfinite(value):
+            continue
+        r, g, b, _ = image.cmap(image.norm(value))
+        colour = "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
+        ax.text(j, i, texts[i, j], ha="center", va="center", color=colour, fontsize=fontsize)
+
+
+def _heatmap_axes(ax: Axes) -> None:
+    ax.grid(False)
+    for spine in ax.spines.values():
+        spine.set_visible(True)
+
+
+def _seconds_axis(ax: Axes, label: str = f"Time (s, at {FPS} fps)") -> None:
+    secondary = ax.secondary_xaxis("top", functions=(lambda f: f / FPS, lambda s: s * FPS))
+    secondary.set_xlabel(label)
+
+
+def _au_channels(aus: pd.DataFrame | np.ndarray, attention: np.ndarray, au_names: Sequence[str] | None,
+                 what: str) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """Validate an AU sequence and its attention weights; return (frames x channels, names, weights)."""
+    if isinstance(aus, pd.DataFrame):
+        names = list(au_names) if au_names is not None else [str(c) for c in aus.columns]
+        matrix = _numeric(aus, what).to_numpy()
+    else:
+        matrix = np.asarray(aus, dtype=float)
+        if matrix.ndim != 2:
+            raise ValueError(f"{what}: aus must be 2-D (frames x AU channels), got shape {matrix.shape}.")
+        if au_names is None and matrix.shape[1] != len(AU_COLUMNS):
+            raise ValueError(f"{what}: aus has {matrix.shape[1]} channels, not the {len(AU_COLUMNS)} "
+                             "openface.AU_COLUMNS; pass au_names or a DataFrame with named columns.")
+        names = list(au_names) if au_names is not None else list(AU_COLUMNS)
+    if len(names) != matrix.shape[1]:
+        raise ValueError(f"{what}: {len(names)} au_names for {matrix.shape[1]} AU channels.")
+    if matrix.shape[0] == 0:
+        raise ValueError(f"{what}: aus has no frames.")
+    weights = np.asarray(attention, dtype=float).squeeze()
+    if weights.ndim != 1 or weights.shape[0] != matrix.shape[0]:
+        raise ValueError(f"{what}: attention must hold one weight per frame ({matrix.shape[0]} frames), "
+                         f"got shape {np.shape(attention)}.")
+    return matrix, names, weights
+
+
+def _channel_groups(matrix: np.ndarray, names: list[str]) -> list[dict]:
+    """Split AU channels into intensity (_r), presence (_c) and other panels, each with its scale."""
+    groups = []
+    for suffix, label, fixed in (("_r", "AU intensity (0\u20135)", AU_INTENSITY_RANGE),
+                                 ("_c", "AU presence", (0.0, 1.0))):
+        idx = [i for i, n in enumerate(names) if n.endswith(suffix)]
+        if idx:
+            groups.append({"label": label, "names": [names[i][: -len(suffix)] for i in idx],
+                           "data": matrix[:, idx].T, "range": fixed})
+    taken = {i for i, n in enumerate(names) if n.endswith(("_r", "_c"))}
+    rest = [i for i in range(len(names)) if i not in taken]
+    if rest:
+        data = matrix[:, rest].T
+        finite = data[np.isfinite(data)]
+        low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        groups.append({"label": "AU channels", "names": [names[i] for i in rest], "data": data,
+                       "range": (low, high if high > low else low + 1.0)})
+    return groups
+
+
+def _draw_attention(ax: Axes, weights: np.ndarray) -> None:
+    frames = np.arange(len(weights))
+    ax.plot(frames, weights, color=SERIES_COLORS["attention"], linewidth=1.5)
+    ax.fill_between(frames, 0, weights, color=SERIES_COLORS["attention"], alpha=0.25, linewidth=0)
+    top = float(np.nanmax(weights)) if np.isfinite(weights).any() else 1.0
+    ax.set_ylim(0, top * 1.1 if top > 0 else 1.0)
+
+
+def _draw_channels(ax: Axes, group: dict, frames: int):
+    low, high = group["range"]
+    # Presence is binary: two flat colours read better than a gradient.
+    cmap = mpl.colormaps[SEQUENCE_CMAP].resampled(2) if group["label"] == "AU presence" else SEQUENCE_CMAP
+    image = ax.imshow(group["data"], aspect="auto", interpolation="nearest", cmap=cmap,
+                      vmin=low, vmax=high, extent=(-0.5, frames - 0.5, len(group["names"]) - 0.5, -0.5))
+    _heatmap_axes(ax)
+    return image
+
+
+# ---------------------------------------------------------------------------- figures
+
+def learning_curve(history: pd.DataFrame, title: str, path: str | os.PathLike | None = None) -> PlotFigure:
+    """Loss, and accuracy with validation F1, per epoch; the best epoch marked.
+
+    ``history``: one row per epoch with epoch, train_loss, train_accuracy, val_loss,
+    val_accuracy, val_f1 and best (True on each epoch that became the best so far; the
+    last such row is marked). Accuracy and F1 given as fractions are drawn in percent.
+    """
+    what = "learning_curve history"
+    _require_columns(history, ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
+                               "val_f1", "best"], what)
+    bad_best = ~history["best"].isin([True, False])
+    if bad_best.any():
+        raise ValueError(f"{what}: column 'best' must be True/False; row {history.index[bad_best][0]!r} "
+                         f"holds {history['best'][bad_best].iloc[0]!r}.")
+    data = _numeric(history[["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_f1"]], what)
+    epochs = data["epoch"].to_numpy()
+    marker = "o" if len(data) <= 40 else None  # dots keep short runs (and 1 epoch) visible
+
+    fig = _new_figure(title, (11, 4.2))
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    ax_loss.plot(epochs, data["train_loss"], marker=marker, markersize=3, color=SERIES_COLORS["train"], label="train")
+    ax_loss.plot(epochs, data["val_loss"], marker=marker, markersize=3, color=SERIES_COLORS["val"], label="validation")
+    ax_loss.set(title="Loss", xlabel="Epoch", ylabel="Cross-entropy loss")
+
+    scores = _as_percent(data[["train_accuracy", "val_accuracy", "val_f1"]].to_numpy())
+    ax_acc.plot(epochs, scores[:, 0], marker=marker, markersize=3, color=SERIES_COLORS["train"], label="train accuracy")
+    ax_acc.plot(epochs, scores[:, 1], marker=marker, markersize=3, color=SERIES_COLORS["val"], label="validation accuracy")
+    ax_acc.plot(epochs, scores[:, 2], marker=marker, markersize=3, linestyle="--", color=SERIES_COLORS["f1"],
+                label="validation F1")
+    ax_acc.set(title="Accuracy and F1", xlabel="Epoch", ylabel="Score (%)")
+
+    best_rows = np.flatnonzero(history["best"].to_numpy(dtype=bool))
+    if best_rows.size:
+        row = best_rows[-1]
+        best_epoch = epochs[row]
+        for ax in (ax_loss, ax_acc):
+            ax.axvline(best_epoch, color=SERIES_COLORS["best"], linestyle=":", linewidth=1.4,
+                       label=f"best epoch ({best_epoch:g})")
+        ax_acc.annotate(f"best: epoch {best_epoch:g}\nval acc {scores[row, 1]:.1f} %\nval F1 {scores[row, 2]:.1f} %",
+                        xy=(best_epoch, scores[row, 1]), xytext=(0.98, 0.04), textcoords="axes fraction",
+                        ha="right", va="bottom", fontsize=9,
+                        bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": SERIES_COLORS["best"]},
+                        arrowprops={"arrowstyle": "->", "color": SERIES_COLORS["best"]})
+    ax_loss.legend(loc="upper right")
+    ax_acc.legend(loc="upper left")
+    return _finish(fig, path)
+
+
+def confusion_matrix(cm: pd.DataFrame, title: str, normalize: bool = False,
+                     path: str | os.PathLike | None = None) -> PlotFigure:
+    """Confusion matrix (index: true emotion, columns: predicted emotion, names) as an annotated heatmap.
+
+    ``normalize`` shows each true-emotion row as percentages of that row.
+    """
+    what = "confusion_matrix cm"
+    if not isinstance(cm, pd.DataFrame) or cm.empty:
+        raise ValueError(f"{what}: expected a non-empty DataFrame (index true emotion, columns predicted emotion).")
+    for axis_name, labels in (("index (true emotion)", cm.index), ("columns (predicted emotion)", cm.columns)):
+        if not _is_emotion_axis(labels):
+            raise ValueError(f"{what}: the {axis_name} must be emotion names ({', '.join(EMOTIONS)}); "
+                             f"got {list(labels)}.")
+    counts = _numeric(cm, what)
+    counts.index = [emotion_name(x) for x in counts.index]
+    counts.columns = [emotion_name(x) for x in counts.columns]
+    if not np.isfinite(counts.to_numpy()).all() or (counts.to_numpy() < 0).any():
+        raise ValueError(f"{what}: values must be finite and non-negative.")
+    for axis_name, labels in (("index", counts.index), ("columns", counts.columns)):
+        if labels.duplicated().any():
+            raise ValueError(f"{what}: emotion {labels[labels.duplicated()][0]!r} appears twice in the {axis_name}.")
+    # Square, in display order; an emotion missing on one axis gets a row/column of zeros.
+    order = emotion_order(list(counts.index) + list(counts.columns))
+    counts = counts.reindex(index=order, columns=order, fill_value=0.0)
+    raw = counts.to_numpy()
+    integer = bool(np.allclose(raw, np.round(raw)))
+
+    if normalize:
+        totals = raw.sum(axis=1, keepdims=True)
+        values = np.divide(raw * 100, totals, out=np.zeros_like(raw), where=totals > 0)
+        texts = np.vectorize(lambda v: f"{v:.0f}%")(values)
+        bar_label, vmax = "% of true-emotion clips", 100.0
+    else:
+        values = raw
+        texts = np.vectorize((lambda v: f"{v:.0f}") if integer else (lambda v: f"{v:.2f}"))(values)
+        bar_label, vmax = "Clips", max(float(values.max()), 1.0)
+
+    fig = _new_figure(title, (7.2, 6.0))
+    ax = fig.subplots()
+    image = ax.imshow(values, cmap=SEQUENCE_CMAP, vmin=0, vmax=vmax)
+    _heatmap_axes(ax)
+    _annotate_cells(ax, image, values, texts)
+    ax.set_xticks(range(len(order)), labels=order, rotation=35, ha="right", rotation_mode="anchor")
+    ax.set_yticks(range(len(order)), labels=order)
+    ax.set(xlabel="Predicted emotion", ylabel="True emotion")
+    if integer and raw.sum() > 0:  # accuracy only means something on clip counts
+        ax.set_title(f"n = {raw.sum():.0f} clips, accuracy {np.trace(raw) / raw.sum():.1%}", fontsize=10)
+    fig.colorbar(image, ax=ax, label=bar_label, shrink=0.85)
+    return _finish(fig, path)
+
+
+def attention_heatmap(aus: pd.DataFrame | np.ndarray, attention: np.ndarray, title: str,
+                      au_names: Sequence[str] | None = None, path: str | os.PathLike | None = None) -> PlotFigure:
+    """One clip: attention weights over frames above heatmaps of its AU channels (same time axis).
+
+    ``aus`` is frames x channels (a DataFrame's columns name the channels; an array of 35
+    columns is taken as ``openface.AU_COLUMNS``). Intensities (``_r``, 0-5) and presence
+    (``_c``, 0/1) are drawn as separate panels.
+    """
+    matrix, names, weights = _au_channels(aus, attention, au_names, "attention_heatmap")
+    frames = matrix.shape[0]
+    groups = _channel_groups(matrix, names)
+
+    heights = [2.2] + [max(1.5, 0.2 * len(g["names"])) for g in groups]
+    fig = _new_figure(title, (11, 1.6 + sum(heights)))
+    grid = fig.add_gridspec(len(heights), 2, width_ratios=[60, 1], height_ratios=heights)
+    ax_att = fig.add_subplot(grid[0, 0])
+    _draw_attention(ax_att, weights)
+    ax_att.set_ylabel("Attention\nweight")
+    ax_att.set_xlim(-0.5, frames - 0.5)
+    ax_att.tick_params(labelbottom=False)
+    _seconds_axis(ax_att)
+
+    for row, group in enumerate(groups, start=1):
+        ax = fig.add_subplot(grid[row, 0], sharex=ax_att)
+        image = _draw_channels(ax, group, frames)
+        ax.set_yticks(range(len(group["names"])), labels=group["names"], fontsize=8)
+        ax.set_ylabel(group["label"])
+        last = row == len(groups)
+        ax.tick_params(labelbottom=last)
+        if last:
+            ax.set_xlabel("Frame")
+        bar = fig.colorbar(image, cax=fig.add_subplot(grid[row, 1]))
+        if group["label"] == "AU presence":
+            bar.set_ticks([0.25, 0.75], labels=["absent", "present"])
+    return _finish(fig, path)
+
+
+def attention_grid(examples: list[dict], title: str, path: str | os.PathLike | None = None,
+                   ncols: int = 4) -> PlotFigure:
+    """Small attention heatmaps for several clips; misclassified ones in red with ✗.
+
+    Each example: ``aus`` (frames x 35 or a named DataFrame), ``attention`` (one weight per
+    frame), ``clip`` (name), ``true`` and ``pred`` (emotion names or ``LABELS`` indices).
+    Panels show AU intensities (``_r``; all channels if there are none) under the attention.
+    """
+    if not examples:
+        raise ValueError("attention_grid: examples is empty; pass at least one example dict.")
+    prepared = []
+    for k, example in enumerate(examples):
+        missing = [key for key in ("aus", "attention", "clip", "true", "pred") if key not in example]
+        if missing:
+            raise ValueError(f"attention_grid: example {k} lacks key(s) {', '.join(missing)}; "
+                             "each needs aus, attention, clip, true, pred.")
+        what = f"attention_grid example {k} ({example['clip']})"
+        matrix, names, weights = _au_channels(example["aus"], example["attention"], None, what)
+        prepared.append((example, weights, _channel_groups(matrix, names)[0],
+                         emotion_name(example["true"]), emotion_name(example["pred"])))
+
+    ncols = max(1, min(ncols, len(prepared)))
+    nrows = math.ceil(len(prepared) / ncols)
+    n_wrong = sum(true != pred for _, _, _, true, pred in prepared)
+    fig = _new_figure(title, (3.3 * ncols + 1.2, 2.9 * nrows + 1.0))
+    fig.suptitle(f"{title}\n{n_wrong} of {len(prepared)} misclassified (marked {WRONG_MARK}, in red)")
+    # A narrow last column holds the shared colour bar (constrained layout collapses when a
+    # colour bar steals space from many nested sub-grids).
+    outer = fig.add_gridspec(nrows, ncols + 1, width_ratios=[1.0] * ncols + [0.06])
+    image = None
+    for k, (example, weights, group, true, pred) in enumerate(prepared):
+        row, col = divmod(k, ncols)
+        cell = outer[row, col].subgridspec(2, 1, height_ratios=[1, 2.6], hspace=0.05)
+        ax_att = fig.add_subplot(cell[0])
+        ax = fig.add_subplot(cell[1], sharex=ax_att)
+        frames = len(weights)
+        _draw_attention(ax_att, weights)
+        ax_att.set_xlim(-0.5, frames - 0.5)
+        ax_att.tick_params(labelbottom=False, labelleft=False, left=False)
+        image = _draw_channels(ax, group, frames)
+        step = max(1, math.ceil(len(group["names"]) / 9))  # about nine readable labels per panel
+        ticks = range(0, len(group["names"]), step)
+        ax.set_yticks(list(ticks), labels=[group["names"][i] for i in ticks], fontsize=7)
+        ax.tick_params(axis="x", labelsize=8)
+        if col == 0:
+            ax.set_ylabel(group["label"], fontsize=9)
+            ax_att.set_ylabel("Attn.", fontsize=9)
+        else:
+            ax.tick_params(labelleft=False)
+        ax.set_xlabel("Frame", fontsize=9)
+
+        wrong = true != pred
+        colour = SERIES_COLORS["wrong"] if wrong else SERIES_COLORS["correct"]
+        mark = WRONG_MARK if wrong else RIGHT_MARK
+        ax_att.set_title(f"{example['clip']}\ntrue {true} \u00b7 pred {pred} {mark}",
+                         fontsize=9, color=colour, fontweight="bold" if wrong else "normal")
+        if wrong:
+            for spine in ax.spines.values():
+                spine.set(color=colour, linewidth=2.2)
+    fig.colorbar(image, cax=fig.add_subplot(outer[:, ncols]), label=prepared[0][2]["label"])
+    return _finish(fig, path)
+
+
+def attention_profiles(profiles: pd.DataFrame, title: str, path: str | os.PathLike | None = None) -> PlotFigure:
+    """Mean attention per normalized-time bin, one line per emotion.
+
+    ``profiles``: emotions (names) x time bins. Float column labels within [0, 1] are used
+    as bin positions; any other labels are taken as consecutive bins, drawn at their centres.
+    """
+    what = "attention_profiles profiles"
+    if not isinstance(profiles, pd.DataFrame) or profiles.empty:
+        raise ValueError(f"{what}: expected a non-empty DataFrame of emotions x time bins.")
+    rows = _numeric(_emotion_rows(profiles, what), what)
+    labels = rows.columns
+    if pd.api.types.is_float_dtype(labels) and labels.min() >= 0 and labels.max() <= 1:
+        x = labels.to_numpy(dtype=float)
+    else:
+        x = (np.arange(len(labels)) + 0.5) / len(labels)
+
+    fig = _new_figure(title, (8.5, 4.6))
+    ax = fig.subplots()
+    for emotion, values in rows.iterrows():
+        ax.plot(x, values.to_numpy(), marker="o", markersize=3, color=EMOTION_COLORS[emotion], label=emotion)
+    ax.set(xlabel="Normalized time in clip", ylabel="Mean attention weight", xlim=(0, 1))
+    ax.legend(title="Emotion", loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return _finish(fig, path)
+
+
+def au_importance(importance: pd.DataFrame, title: str, path: str | os.PathLike | None = None) -> PlotFigure:
+    """Emotion x AU importance heatmap (a diverging scale centred on 0 when values are signed)."""
+    what = "au_importance importance"
+    if not isinstance(importance, pd.DataFrame) or importance.empty:
+        raise ValueError(f"{what}: expected a non-empty DataFrame of emotions x AUs.")
+    rows = _numeric(_emotion_rows(importance, what), what)
+    values = rows.to_numpy()
+    finite = values[np.isfinite(values)]
+    if not finite.size:
+        raise ValueError(f"{what}: no finite values to draw.")
+    if finite.min() < 0:
+        limit = float(np.abs(finite).max()) or 1.0
+        cmap, vmin, vmax = DIVERGING_CMAP, -limit, limit
+    else:
+        cmap, vmin, vmax = SEQUENCE_CMAP, 0.0, float(finite.max()) or 1.0
+
+    fig = _new_figure(title, (max(7.0, 0.3 * rows.shape[1] + 3.0), 0.45 * rows.shape[0] + 2.4))
+    ax = fig.subplots()
+    image = ax.imshow(values, aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+    _heatmap_axes(ax)
+    ax.set_xticks(range(rows.shape[1]), labels=[str(c) for c in rows.columns], rotation=90, fontsize=8)
+    ax.set_yticks(range(rows.shape[0]), labels=list(rows.index))
+    suffixes = [str(c)[-2:] for c in rows.columns]
+    for j in range(1, len(suffixes)):
+        if suffixes[j] != suffixes[j - 1] and {suffixes[j], suffixes[j - 1]} == {"_r", "_c"}:
+            ax.axvline(j - 0.5, color="black", linewidth=1.5)  # intensities | presence
+    ax.set(xlabel="Action Unit", ylabel="Emotion")
+    fig.colorbar(image, ax=ax, label="Importance", shrink=0.9)
+    return _finish(fig, path)
+
+
+def per_emotion_bar(values: pd.Series | pd.DataFrame, title: str, ylabel: str,
+                    path: str | os.PathLike | None = None) -> PlotFigure:
+    """One bar per emotion, in its palette colour.
+
+    ``values``: a Series indexed by emotion; or a DataFrame with emotions on one axis and
+    repeated measurements (e.g. folds) on the other (bars are the mean ± sd, dots the
+    measurements); or a DataFrame with columns ``mean`` and ``sd`` (or ``std``).
+    """
+    what = "per_emotion_bar values"
+    if isinstance(values, pd.Series):
+        values = values.to_frame("value")
+    if not isinstance(values, pd.DataFrame) or values.empty:
+        raise ValueError(f"{what}: expected a non-empty Series or DataFrame indexed by emotion.")
+    spread_col = next((c for c in ("sd", "std") if c in values.columns), None)
+    if "mean" in values.columns and spread_col is not None:
+        rows = _numeric(_emotion_rows(values[["mean", spread_col]], what), what)
+        means, spread, points = rows["mean"], rows[spread_col], None
+    else:
+        rows = _numeric(_emotion_rows(values, what), what)
+        means = rows.mean(axis=1)
+        points = rows if rows.shape[1] > 1 else None
+        spread = rows.std(axis=1, ddof=1) if points is not None else None
+
+    emotions = list(rows.index)
+    x = np.arange(len(emotions))
+    fig = _new_figure(title, (8.5, 4.6))
+    ax = fig.subplots()
+    ax.bar(x, means, color=[EMOTION_COLORS[e] for e in emotions], edgecolor="#333333", linewidth=0.6,
+           yerr=spread, capsize=4, error_kw={"ecolor": "#333333", "elinewidth": 1.2}, zorder=2)
+    if points is not None:
+        jitter = np.linspace(-0.18, 0.18, points.shape[1])
+        for offset, column in zip(jitter, points.columns):
+            ax.scatter(x + offset, points[column], s=14, color="white", edgecolor="#333333", linewidth=0.8, zorder=3)
+        ax.set_title(f"bars: mean \u00b1 sd over {points.shape[1]} {points.columns.name or 'columns'}; "
+                     "dots: individual values", fontsize=9)
+    elif spread is not None:
+        ax.set_title("bars: mean \u00b1 sd", fontsize=9)
+    ax.set_xticks(x, labels=emotions)
+    ax.set(xlabel="Emotion", ylabel=ylabel)
+    ax.grid(axis="x", visible=False)
+    return _finish(fig, path)
+
+
+def fold_emotion_counts(counts: pd.DataFrame, title: str, path: str | os.PathLike | None = None) -> PlotFigure:
+    """Clips per fold (rows) and emotion (columns), as a heatmap with the numbers written in."""
+    what = "fold_emotion_counts counts"
+    if not isinstance(counts, pd.DataFrame) or counts.empty:
+        raise ValueError(f"{what}: expected a non-empty DataFrame of folds x emotions.")
+    table = _numeric(_emotion_rows(counts, what).T, what)
+    values = table.to_numpy()
+    if not np.isfinite(values).all() or (values < 0).any():
+        raise ValueError(f"{what}: counts must be finite and non-negative.")
+
+    fold_labels = [f"{f if str(f).lower().startswith('fold') else f'Fold {f}'} (n={total:.0f})"
+                   for f, total in zip(table.index, values.sum(axis=1))]
+    fig = _new_figure(title, (8.5, 0.5 * len(table) + 2.6))
+    ax = fig.subplots()
+    image = ax.imshow(values, aspect="auto", cmap=SEQUENCE_CMAP, vmin=0, vmax=max(values.max(), 1.0))
+    _heatmap_axes(ax)
+    _annotate_cells(ax, image, values, np.vectorize(lambda v: f"{v:.0f}")(values))
+    ax.set_xticks(range(table.shape[1]), labels=list(table.columns))
+    ax.set_yticks(range(table.shape[0]), labels=fold_labels)
+    ax.set(xlabel="Emotion", ylabel="Fold")
+    fig.colorbar(image, ax=ax, label="Clips")
+    return _finish(fig, path)
+
+
+def frames_histogram(lengths: pd.Series | np.ndarray, title: str, path: str | os.PathLike | None = None,
+                     by: pd.Series | np.ndarray | None = None) -> PlotFigure:
+    """Histogram of frames per clip; ``by`` (one label per clip, e.g. emotion) overlays one outline per group."""
+    what = "frames_histogram lengths"
+    values = np.asarray(lengths, dtype=float).ravel()
+    if values.size == 0:
+        raise ValueError(f"{what}: no clip lengths given.")
+    if not np.isfinite(values).all() or (values < 0).any():
+        bad = int(np.flatnonzero(~np.isfinite(values) | (values < 0))[0])
+        raise ValueError(f"{what}: value {values[bad]!r} at position {bad} is not a frame count.")
+    # Whole-frame bins: a fractional width would put unequal numbers of integer lengths per bin.
+    auto_width = np.diff(np.histogram_bin_edges(values, bins="auto"))[0] if np.ptp(values) > 0 else 1.0
+    width = max(1.0, math.ceil(max(auto_width, np.ptp(values) / 60)))
+    edges = np.arange(np.floor(values.min()) - 0.5, values.max() + width, width)
+
+    fig = _new_figure(title, (8.5, 4.6))
+    ax = fig.subplots()
+    if by is None:
+        ax.hist(values, bins=edges, color=SERIES_COLORS["bar"], edgecolor="white", linewidth=0.5, zorder=2)
+    else:
+        groups = np.asarray(by, dtype=object).ravel()
+        if groups.size != values.size:
+            raise ValueError(f"frames_histogram by: {groups.size} labels for {values.size} clip lengths.")
+        if _is_emotion_axis(set(groups)):
+            names = np.array([emotion_name(g) for g in groups], dtype=object)
+            order, colours = emotion_order(names), [EMOTION_COLORS[e] for e in emotion_order(names)]
+        else:
+            names = groups
+            order = sorted(set(groups), key=str)
+            colours = [OKABE_ITO[i % len(OKABE_ITO)] for i in range(len(order))]
+        for group, colour in zip(order, colours):
+            ax.hist(values[names == group], bins=edges, histtype="step", linewidth=1.8, color=colour,
+                    label=str(group), zorder=2)
+        ax.legend(title=getattr(by, "name", None), loc="center left", bbox_to_anchor=(1.01, 0.5))
+    median = float(np.median(values))
+    ax.axvline(median, color=SERIES_COLORS["best"], linestyle=":", linewidth=1.4, zorder=3)
+    ax.text(0.99, 0.97, f"n = {values.size} clips\nmedian {median:.0f} frames ({median / FPS:.1f} s)\n"
+            f"range {values.min():.0f}\u2013{values.max():.0f}", transform=ax.transAxes, ha="right", va="top",
+            fontsize=9, bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "#cccccc"})
+    ax.set(xlabel="Frames per clip", ylabel="Clips")
+    _seconds_axis(ax, f"Clip length (s, at {FPS} fps)")
+    return _finish(fig, path)
+
+
+def metric_comparison(table: pd.DataFrame, title: str, path: str | os.PathLike | None = None) -> PlotFigure:
+    """Horizontal bars of accuracy (%) with confidence intervals, one per row, top to bottom in table order.
+
+    ``table``: index = row names ("BiLSTM (this run)", "Paper: BiLSTM", ...), column
+    ``accuracy`` and optional ``ci_low``/``ci_high`` (interval bounds, NaN for none) and
+    ``group`` (bars of one group share a colour). Fractions in [0, 1] are drawn as percent.
+    """
+    what = "metric_comparison table"
+    _require_columns(table, ["accuracy"], what)
+    if isinstance(table.index, pd.RangeIndex):
+        raise ValueError(f"{what}: the index must hold the row names (e.g. table.set_index('name')); "
+                         "got a default 0..n-1 index.")
+    bound_cols = [c for c in ("ci_low", "ci_high") if c in table.columns]
+    if len(bound_cols) == 1:
+        raise ValueError(f"{what}: give both ci_low and ci_high, or neither (found only {bound_cols[0]}).")
+    numbers = _numeric(table[["accuracy", *bound_cols]], what)
+    scaled = _as_percent(numbers.to_numpy())
+    accuracy = scaled[:, 0]
+    if not np.isfinite(accuracy).all():
+        raise ValueError(f"{what}: row {table.index[~np.isfinite(accuracy)][0]!r} has no accuracy.")
+    low, high = (scaled[:, 1], scaled[:, 2]) if bound_cols else (np.full_like(accuracy, np.nan),) * 2
+    for name, a, lo, hi in zip(table.index, accuracy, low, high):
+        if np.isfinite(lo) and np.isfinite(hi) and not lo <= a <= hi:
+            raise ValueError(f"{what}: row {name!r}: accuracy {a:.2f} lies outside its interval "
+                             f"[{lo:.2f}, {hi:.2f}]; check the ci_low/ci_high columns (same units as accuracy).")
+    has_ci = np.isfinite(low) & np.isfinite(high)
+    errors = np.vstack([np.where(has_ci, accuracy - low, 0.0), np.where(has_ci, high - accuracy, 0.0)])
+
+    if "group" in table.columns:
+        groups = list(dict.fromkeys(table["group"].astype(str)))
+        colour_of = {g: OKABE_ITO[(i + 3) % len(OKABE_ITO)] for i, g in enumerate(groups)}  # blue first
+        colours = [colour_of[g] for g in table["group"].astype(str)]
+    else:
+        colours = [SERIES_COLORS["bar"]] * len(table)
+
+    y = np.arange(len(table))
+    fig = _new_figure(title, (9.0, 0.55 * len(table) + 1.8))
+    ax = fig.subplots()
+    ax.barh(y, accuracy, color=colours, height=0.6, zorder=2)
+    ax.errorbar(accuracy[has_ci], y[has_ci], xerr=errors[:, has_ci], fmt="none", ecolor="#333333",
+                elinewidth=1.3, capsize=4, zorder=3)
+    for yi, a, lo, hi, ci in zip(y, accuracy, low, high, has_ci):
+        text = f"{a:.1f} % [{lo:.1f}, {hi:.1f}]" if ci else f"{a:.1f} %"
+        ax.text((hi if ci else a) + 1.0, yi, text, va="center", fontsize=9)
+    chance = 100.0 / N_CLASSES
+    ax.axvline(chance, color=SERIES_COLORS["chance"], linestyle="--", linewidth=1.2, zorder=1)
+    ax.text(chance, 1.01, f"chance ({N_CLASSES} classes): {chance:.1f} %", transform=ax.get_xaxis_transform(),
+            ha="left", va="bottom", fontsize=8, color="#666666")
+    ax.set_yticks(y, labels=[str(i) for i in table.index])
+    ax.invert_yaxis()
+    right = np.nanmax(np.where(has_ci, high, accuracy))
+    ax.set_xlim(0, max(100.0, right + 22.0))
+    ax.set(xlabel="Accuracy (%)", ylabel="Method")
+    ax.grid(axis="y", visible=False)
+    if "group" in table.columns:
+        from matplotlib.patches import Patch
+        ax.legend(handles=[Patch(color=colour_of[g], label=g) for g in groups], loc="upper left",
+                  bbox_to_anchor=(1.01, 1))
+    return _finish(fig, path)
