@@ -215,15 +215,26 @@ def read_fold_lists(folds_dir: str | Path, kfolds: int) -> pd.DataFrame:
 # --- the whole step, as notebook 01 and the CLI run it -------------------------------------
 
 def make_fold_files(manifest: pd.DataFrame, out_dir: str | Path, kfolds: int, seed: int = 2020,
-                    explicit: Mapping[int, list[int]] | None = None) -> pd.DataFrame:
+                    explicit: Mapping[int, list[int]] | None = None, overwrite: bool = False) -> pd.DataFrame:
     """Split a manifest into actor-disjoint folds and write everything 02_train_cv reads:
-    the original fold lists and ``manifest.csv`` (one row per clip, with its ``fold``)."""
+    the original fold lists and ``manifest_{K}CV.csv`` (one row per clip, with its ``fold``).
+
+    Fold files already in ``out_dir`` for other clips or another split are not replaced
+    unless ``overwrite=True``; writing the same split again is harmless.
+    """
     from aus_lib.runs import atomic_write_csv
 
     counts = manifest.groupby("actor").size().to_dict()
     folds = make_folds(counts, kfolds, seed, explicit)
     table = assign_folds(manifest, folds)
     check_training_emotions(table)
+    existing = Path(out_dir) / manifest_name(kfolds)
+    if existing.is_file() and not overwrite:
+        old = pd.read_csv(existing)
+        same = (sorted(zip(old["path"], old["fold"])) == sorted(zip(table["path"], table["fold"])))
+        if not same:
+            raise FoldError(f"{existing} already holds a different split (other clips or folds). Pass overwrite=True "
+                            "to replace it, or choose another out_dir.")
     write_fold_lists(table, out_dir)
     atomic_write_csv(Path(out_dir) / manifest_name(kfolds), table, index=False)
     return table

@@ -127,3 +127,15 @@ def test_make_fold_files_writes_manifest_and_lists(tmp_path):
     assert sorted(back["clip"]) == sorted(table["clip"])
     assert (out / "validation-fold_2_outof_2.txt").is_file()
     assert parse_name(back["clip"][0]).actor in range(1, 5)
+
+
+def test_make_fold_files_never_replaces_another_split_silently(tmp_path):
+    m = manifest_for(range(1, 5), tmp_path=tmp_path)
+    out = tmp_path / "folds"
+    F.make_fold_files(m, out, kfolds=2, seed=1)
+    F.make_fold_files(m, out, kfolds=2, seed=1)  # the same split again is fine
+    other = next(s for s in range(2, 50) if F.make_folds({a: 4 for a in range(1, 5)}, 2, seed=s)
+                 != F.make_folds({a: 4 for a in range(1, 5)}, 2, seed=1))
+    with pytest.raises(F.FoldError, match="already holds a different split"):
+        F.make_fold_files(m, out, kfolds=2, seed=other)
+    F.make_fold_files(m, out, kfolds=2, seed=other, overwrite=True)

@@ -1,0 +1,48 @@
+"""Running the notebook collection in batch (papermill), with the project's kernel.
+
+The four notebooks are the pipeline's stages; this module only executes them, so the
+Makefile, the command line and the tests run them exactly as a user would.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from aus_lib.paths import NOTEBOOKS_DIR
+
+KERNEL_NAME = "aus-lib"
+NOTEBOOKS = ("01_make_folds", "02_train_cv", "03_extract_posteriors", "04_analysis")
+
+
+class KernelMissingError(RuntimeError):
+    pass
+
+
+def check_kernel(name: str = KERNEL_NAME) -> None:
+    """Fail early, with the fixing command, when the project's Jupyter kernel is not registered."""
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    try:
+        KernelSpecManager().get_kernel_spec(name)
+    except NoSuchKernel:
+        raise KernelMissingError(
+            f"The Jupyter kernel {name!r} is not registered, so a batch run could silently use another Python. "
+            f"Run `make venv` (it registers it inside .venv), or `python -m ipykernel install --sys-prefix --name {name}` "
+            "with the project's environment active."
+        ) from None
+
+
+def run_notebook(name: str, output: str | os.PathLike, parameters: dict | None = None,
+                 kernel_name: str = KERNEL_NAME, cwd: str | os.PathLike | None = None, log_output: bool = False):
+    """Execute ``notebooks/<name>.ipynb`` with papermill into ``output``; a failing cell raises
+    papermill's ``PapermillExecutionError`` carrying the real exception."""
+    import papermill as pm
+
+    if name not in NOTEBOOKS:
+        raise ValueError(f"Unknown notebook {name!r}; the collection has {', '.join(NOTEBOOKS)}.")
+    check_kernel(kernel_name)
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    return pm.execute_notebook(
+        str(NOTEBOOKS_DIR / f"{name}.ipynb"), str(output), parameters=parameters or {},
+        kernel_name=kernel_name, cwd=str(cwd or NOTEBOOKS_DIR), progress_bar=False, log_output=log_output,
+    )
