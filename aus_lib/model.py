@@ -1,0 +1,213 @@
+"""The network: a (Bi)LSTM over a clip's AU frames, self-attention pooling, a linear classifier.
+
+This is the original sequenceLearning ``Sequence1Modal``. Two encoder paths share one set of
+parameters (the state_dict of a plain ``nn.LSTM``), so a checkpoint loads into either:
+
+* ``packed=True`` (default): ``pack_padded_sequence`` over the variable-length clips;
+* ``packed=False``: fixed-shape LSTM calls over the padded batch (no host round trip for the
+  lengths, friendlier to GPUs and ``torch.compile``). Each backward direction runs over the
+  clip reversed *within its own length*, so it starts at the clip's last real frame rather than
+  in the padding; real frames get the same outputs as the packed path.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+ACTIVATIONS = ("tanh", "relu")
+
+
+@dataclass
+class ModelConfig:
+    """Hyper-parameters of :class:`Sequence1Modal` (defaults: the paper's model)."""
+
+    input_size: int = 35
+    n_classes: int = 8
+    encoder_dim: int = 50
+    encoder_layers: int = 2
+    encoder_dropout: float = 0.3
+    bidirectional: bool = True
+    attention_layers: int = 2
+    attention_dropout: float = 0.3
+    attention_activation: str = "tanh"
+    attention_context: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("input_size", "n_classes", "encoder_dim"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"ModelConfig.{name} must be a positive integer, got {value!r}")
+        for name in ("encoder_layers", "attention_layers"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"ModelConfig.{name} must be an integer >= 1, got {value!r}")
+        for name in ("encoder_dropout", "attention_dropout"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+                raise ValueError(f"ModelConfig.{name} must be a number in [0, 1), got {value!r}")
+        if self.attention_activation not in ACTIVATIONS:
+            raise ValueError(
+                f"ModelConfig.attention_activation must be one of {ACTIVATIONS}, "
+                f"got {self.attention_activation!r}"
+            )
+
+    @property
+    def hidden_size(self) -> int:
+        """Size of one frame's encoder output (both directions concatenated)."""
+        return self.encoder_dim * (2 if self.bidirectional else 1)
+
+
+def lengths_to_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
+    """BoolTensor[B, max_len], True on each clip's real frames (the first ``lengths[b]``)."""
+    steps = torch.arange(max_len, device=lengths.device)
+    return steps.unsqueeze(0) < lengths.unsqueeze(1)
+
+
+def reverse_within_lengths(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Reverse each clip's first ``lengths[b]`` frames of x[B, T, F]; padding stays in place.
+
+    Applying it twice gives x back.
+    """
+    steps = torch.arange(x.size(1), device=x.device).unsqueeze(0)
+    lengths = lengths.to(x.device).unsqueeze(1)
+    index = torch.where(steps < lengths, lengths - 1 - steps, steps)
+    return x.gather(1, index.unsqueeze(2).expand_as(x))
+
+
+def _is_compiling() -> bool:
+    is_compiling = getattr(torch.compiler, "is_compiling", None)
+    return bool(is_compiling and is_compiling())
+
+
+def _check_inputs(x: torch.Tensor, lengths: torch.Tensor, input_size: int) -> None:
+    if x.dim() != 3 or x.size(2) != input_size:
+        raise ValueError(f"x must be [batch, frames, {input_size}], got shape {tuple(x.shape)}")
+    if lengths.shape != (x.size(0),):
+        raise ValueError(
+            f"lengths must be [batch] = [{x.size(0)}] to match x, got shape {tuple(lengths.shape)}"
+        )
+    # Value checks read the tensor, so only do them where that costs no device sync or graph break.
+    if lengths.device.type == "cpu" and not _is_compiling():
+        if lengths.numel() and (lengths.min() < 1 or lengths.max() > x.size(1)):
+            raise ValueError(
+                f"lengths must lie in [1, {x.size(1)}] (the padded number of frames), "
+                f"got min {int(lengths.min())} max {int(lengths.max())}"
+            )
+
+
+class SelfAttentionPooling(nn.Module):
+    """Scores every frame with a small MLP, softmaxes over the real frames, sums the frames.
+
+    With ``context=True`` the mean of the clip's real frames is concatenated to each frame
+    before scoring, so a frame is judged relative to its clip.
+    """
+
+    def __init__(self, hidden: int, layers: int = 2, dropout: float = 0.3,
+                 activation: str = "tanh", context: bool = False) -> None:
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+        if layers < 1:
+            raise ValueError(f"layers must be >= 1, got {layers}")
+        self.context = context
+        act = nn.Tanh if activation == "tanh" else nn.ReLU
+        blocks: list[nn.Module] = []
+        size_in = 2 * hidden if context else hidden
+        for _ in range(layers - 1):
+            blocks += [nn.Linear(size_in, hidden), act(), nn.Dropout(dropout)]
+            size_in = hidden
+        blocks += [nn.Linear(size_in, 1), act(), nn.Dropout(dropout)]
+        self.scorer = nn.Sequential(*blocks)
+
+    def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """frames[B, T, H], mask[B, T] (True = real) -> (representation[B, H], weights[B, T])."""
+        features = frames
+        if self.context:
+            weights = mask.unsqueeze(2).to(frames.dtype)
+            mean = (frames * weights).sum(1) / weights.sum(1)
+            features = torch.cat([frames, mean.unsqueeze(1).expand_as(frames)], dim=2)
+        scores = self.scorer(features).squeeze(2)
+        scores = scores.masked_fill(~mask, float("-inf"))
+        weights = torch.softmax(scores, dim=1)
+        # masked_fill again so a padded frame that holds inf/nan cannot leak in as 0 * inf.
+        representation = (weights.unsqueeze(2) * frames.masked_fill(~mask.unsqueeze(2), 0.0)).sum(1)
+        return representation, weights
+
+
+class Sequence1Modal(nn.Module):
+    """(Bi)LSTM encoder + self-attention pooling + linear classifier over one modality."""
+
+    def __init__(self, cfg: ModelConfig, packed: bool = True) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.packed = packed
+        self.encoder = nn.LSTM(
+            input_size=cfg.input_size,
+            hidden_size=cfg.encoder_dim,
+            num_layers=cfg.encoder_layers,
+            batch_first=True,
+            bidirectional=cfg.bidirectional,
+            # nn.LSTM only drops out between layers and warns when there is none.
+            dropout=cfg.encoder_dropout if cfg.encoder_layers > 1 else 0.0,
+        )
+        self.attention = SelfAttentionPooling(
+            cfg.hidden_size, cfg.attention_layers, cfg.attention_dropout,
+            cfg.attention_activation, cfg.attention_context,
+        )
+        self.classifier = nn.Linear(cfg.hidden_size, cfg.n_classes)
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x[B, T, input_size] (right-padded), lengths[B] -> (logits[B, C], attention[B, T])."""
+        if self.packed:
+            lengths = lengths.to("cpu", torch.int64)  # packing wants the lengths on the host
+        _check_inputs(x, lengths, self.cfg.input_size)
+        mask = lengths_to_mask(lengths.to(x.device), x.size(1))
+        frames = self._encode_packed(x, lengths) if self.packed else self._encode_masked(x, lengths, mask)
+        representation, attention = self.attention(frames, mask)
+        return self.classifier(representation), attention
+
+    def _encode_packed(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        out, _ = self.encoder(packed)
+        frames, _ = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
+        return frames
+
+    def _encode_masked(self, x: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Same result as the packed path on real frames, zeros on padded ones (as packing gives)."""
+        keep = mask.unsqueeze(2)
+        lengths = lengths.to(x.device)
+        directions = ("", "_reverse") if self.cfg.bidirectional else ("",)
+        h = x
+        for layer in range(self.cfg.encoder_layers):
+            if layer > 0:
+                h = F.dropout(h, self.encoder.dropout, self.training)
+            outputs = []
+            for suffix in directions:
+                inp = reverse_within_lengths(h, lengths) if suffix else h
+                out = self._run_direction(inp, layer, suffix)
+                outputs.append(reverse_within_lengths(out, lengths) if suffix else out)
+            # A forward LSTM on right-padded input is exact on real frames; padded ones are junk.
+            h = torch.cat(outputs, dim=2).masked_fill(~keep, 0.0)
+        return h
+
+    # Kept out of torch.compile graphs: AOT autograd fails on a traced torch.lstm (torch 2.13),
+    # and the fused LSTM kernel it would run eagerly is already the fast part.
+    @torch.compiler.disable
+    def _run_direction(self, x: torch.Tensor, layer: int, suffix: str) -> torch.Tensor:
+        """One layer, one direction of ``self.encoder`` as a unidirectional LSTM over x[B, T, F]."""
+        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        params = [getattr(self.encoder, f"{name}_l{layer}{suffix}") for name in names]
+        zeros = x.new_zeros(1, x.size(0), self.cfg.encoder_dim)
+        # The functional op behind nn.LSTM: (input, hx, params, has_biases, num_layers,
+        # dropout, train, bidirectional, batch_first) -> (output, h_n, c_n).
+        out, _, _ = torch.lstm(x, (zeros, zeros), params, True, 1, 0.0, self.training, False, True)
+        return out
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
