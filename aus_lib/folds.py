@@ -256,3 +256,15 @@ def read_manifest(folds_dir: str | Path, kfolds: int) -> pd.DataFrame:
         raise FoldError(f"{path} and the fold lists in {folds_dir} name different clips; re-run 01_make_folds.")
     check_folds(folds_from_manifest(table), sorted(table["actor"].unique()))
     return table
+
+
+def load_or_make(folds_dir: str | Path, kfolds: int, aus_dir=None, seed: int = 2020) -> pd.DataFrame:
+    """The manifest of ``folds_dir`` when 01_make_folds wrote one, else build it there from
+    ``aus_dir`` (None: the built-in synthetic data set)."""
+    from aus_lib import dataset
+
+    folds_dir = Path(folds_dir)
+    if (folds_dir / manifest_name(kfolds)).is_file():
+        return read_manifest(folds_dir, kfolds)
+    manifest = dataset.build_manifest(dataset.resolve_aus_dir(aus_dir, seed=seed))
+    return make_fold_files(manifest, folds_dir, kfolds, seed)

@@ -46,3 +46,39 @@ def run_notebook(name: str, output: str | os.PathLike, parameters: dict | None =
         str(NOTEBOOKS_DIR / f"{name}.ipynb"), str(output), parameters=parameters or {},
         kernel_name=kernel_name, cwd=str(cwd or NOTEBOOKS_DIR), progress_bar=False, log_output=log_output,
     )
+
+
+def strip_outputs(path: str | os.PathLike) -> bool:
+    """Remove outputs and execution counts from a notebook in place; True when it changed."""
+    import nbformat
+
+    from aus_lib.runs import atomic_path
+
+    nb = nbformat.read(str(path), as_version=4)
+    changed = False
+    for cell in nb.cells:
+        if cell.cell_type == "code" and (cell.get("outputs") or cell.get("execution_count")):
+            cell.outputs, cell.execution_count = [], None
+            changed = True
+    if changed:
+        with atomic_path(path) as tmp:
+            nbformat.write(nb, str(tmp))
+    return changed
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m aus_lib.notebooks strip FILE...`` (used by the pre-commit hook)."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] != "strip":
+        print("usage: python -m aus_lib.notebooks strip NOTEBOOK.ipynb ...", file=sys.stderr)
+        return 2
+    for path in args[1:]:
+        if strip_outputs(path):
+            print(f"stripped outputs from {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

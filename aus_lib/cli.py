@@ -1,0 +1,126 @@
+"""``aus-emotion``: the original script workflow as a thin command line over aus_lib.
+
+    aus-emotion make-folds --aus-dir DIR --kfolds 5
+    aus-emotion train params/RAVDESS_AUs.json --kfolds 5
+    aus-emotion inference params/RAVDESS_AUs_posteriors.json --kfolds 5 --pretrained RUN_DIR
+    aus-emotion analyse RUN_DIR
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from aus_lib.paths import OUTPUTS, resolve
+
+
+def _make_folds(args) -> None:
+    from aus_lib import dataset, folds
+
+    manifest = dataset.build_manifest(dataset.resolve_aus_dir(args.aus_dir, seed=args.seed), recursive=args.recursive)
+    out = resolve(args.out_dir) if args.out_dir else OUTPUTS / "folds" / f"{'synthetic' if args.aus_dir is None else 'data'}_{args.kfolds}CV"
+    table = folds.make_fold_files(manifest, out, args.kfolds, args.seed, overwrite=args.overwrite)
+    print(f"{len(table)} clips, {table['actor'].nunique()} actors -> {args.kfolds} folds written to {out}")
+    for k, actors in folds.folds_from_manifest(table).items():
+        print(f"  fold {k}: test actors {', '.join(map(str, actors))}")
+
+
+def _train(args) -> None:
+    from aus_lib import folds, runs, train
+    from aus_lib.config import describe, load_config
+
+    cfg = load_config(args.params, {"kfolds": args.kfolds, "epochs": args.epochs, "patience": args.patience,
+                                    "device": args.device, "selection": args.selection})
+    print(describe(cfg))
+    folds_dir = resolve(args.folds_dir) if args.folds_dir else OUTPUTS / "folds" / f"synthetic_{cfg.kfolds}CV"
+    manifest = folds.load_or_make(folds_dir, cfg.kfolds, aus_dir=resolve(args.aus_dir), seed=cfg.seed)
+    out_dir = resolve(args.out_dir)
+    run_dir = runs.prepare_run_dir(out_dir, args.run_name or runs.default_run_name("run"),
+                                   train.run_fingerprint(cfg, manifest), resume=args.resume, overwrite=args.overwrite)
+    result = train.train_cv(cfg, manifest, run_dir)
+    runs.set_latest(out_dir, run_dir)
+    print("FINAL CROSS VALIDATION RESULTS")
+    print(result.table.round(4).to_string())
+    print(f"Run written to {run_dir}")
+
+
+def _inference(args) -> None:
+    from aus_lib import inference, runs
+    from aus_lib.config import load_config
+
+    cfg = load_config(args.params, {"inference_data": args.partition, "kfolds": args.kfolds,
+                                    "TRAINED_PATH": args.pretrained, "OUT_PATH": args.out_dir}, posteriors=True)
+    trained = resolve(cfg.TRAINED_PATH)
+    run = trained if (trained / "config.json").is_file() else runs.latest_run(trained)
+    out = resolve(cfg.OUT_PATH) if cfg.OUT_PATH else run / "posteriors"
+    long = inference.extract_posteriors(run, cfg.inference_data, out, kfolds=args.kfolds, device=args.device)
+    print(f"Posteriors of {len(long)} clips ({cfg.inference_data}) written to {out}")
+
+
+def _analyse(args) -> None:
+    from aus_lib import analysis, runs
+
+    target = resolve(args.run_dir) if args.run_dir else runs.latest_run(OUTPUTS / "runs")
+    folder = target / "posteriors" if (target / "posteriors").is_dir() else target
+    summary = analysis.summarize_posteriors(folder, args.partition)
+    print(summary.round(4).to_string())
+    pooled = summary.attrs["pooled"]
+    print(f"Pooled accuracy: {100 * pooled['accuracy']:.2f} ± {100 * pooled['ci95']:.2f} % over {pooled['n']} clips")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aus-emotion", description="Emotion recognition from facial Action Unit "
+                                     "sequences (OpenFace, RAVDESS): the notebooks' steps from the command line.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("make-folds", help="check an AU folder and write subject-wise fold lists")
+    p.add_argument("--aus-dir", help="folder of per-clip OpenFace AU CSVs (default: built-in synthetic set)")
+    p.add_argument("--kfolds", type=int, default=5)
+    p.add_argument("--out-dir", help="where the fold lists go (default outputs/folds/<data>_<K>CV)")
+    p.add_argument("--seed", type=int, default=2020)
+    p.add_argument("--recursive", action="store_true", help="also look in subfolders")
+    p.add_argument("--overwrite", action="store_true", help="replace fold files of another split")
+    p.set_defaults(func=_make_folds)
+
+    p = sub.add_parser("train", help="cross-validated training (the original run.py train)")
+    p.add_argument("params", help="params JSON file, e.g. params/RAVDESS_AUs.json")
+    p.add_argument("--kfolds", type=int, default=None)
+    p.add_argument("--folds-dir", help="fold lists from make-folds (default outputs/folds/synthetic_<K>CV)")
+    p.add_argument("--aus-dir", help="AU folder, used when --folds-dir has no manifest")
+    p.add_argument("--out-dir", default=str(OUTPUTS / "runs"))
+    p.add_argument("--run-name", help="default: a new unique name")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--patience", type=int)
+    p.add_argument("--device", help="cpu, cuda or cuda:N (default from the params file)")
+    p.add_argument("--selection", choices=("test_fold", "inner"))
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run of --run-name")
+    p.add_argument("--overwrite", action="store_true", help="start --run-name again (old folder kept aside)")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("inference", help="posterior files of a trained run (the original run.py inference)")
+    p.add_argument("params", help="posteriors params file, e.g. params/RAVDESS_AUs_posteriors.json")
+    p.add_argument("--kfolds", type=int, default=None)
+    p.add_argument("--pretrained", help="run folder (or a folder of runs: its newest); default TRAINED_PATH")
+    p.add_argument("--partition", choices=("train", "val", "all"), help="default inference_data")
+    p.add_argument("--out-dir", help="default OUT_PATH, or <run>/posteriors")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_inference)
+
+    p = sub.add_parser("analyse", help="per-fold and mean metrics of a run or a folder of posterior files")
+    p.add_argument("run_dir", nargs="?", help="run folder or posterior folder (default: newest run)")
+    p.add_argument("--partition", default="val")
+    p.set_defaults(func=_analyse)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError, FileExistsError, OSError) as exc:
+        print(f"aus-emotion {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

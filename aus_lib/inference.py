@@ -1,0 +1,120 @@
+"""Posteriors and attention from a finished run (the original ``run.py inference``).
+
+For each fold the best checkpoint is loaded (its architecture comes from the checkpoint),
+applied to a partition of the clips, and the original sequenceLearning posterior files are
+written, plus a tidy long table for pandas users.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from aus_lib import dataset, posteriors
+from aus_lib.ravdess import LABELS
+from aus_lib.runs import atomic_write_csv
+
+PARTITIONS = ("train", "val", "all")
+
+
+@dataclass
+class Predictions:
+    """Model outputs for a set of clips, in the order of ``names``."""
+
+    names: list[str]
+    labels: np.ndarray          # [n] index into LABELS
+    logits: np.ndarray          # [n, 8] float32, LABELS order
+    attentions: list[np.ndarray]  # one weight per real frame
+
+    @property
+    def predicted(self) -> np.ndarray:
+        return self.logits.argmax(axis=1)
+
+
+@torch.no_grad()
+def predict(model: torch.nn.Module, data: dataset.ClipData, batch_size: int = 256,
+            device: str | torch.device = "cpu", normalization=None) -> Predictions:
+    """Logits and per-frame attention for every clip of ``data`` (eval mode, no gradients).
+
+    Clips are batched in length order so little padding is computed; outputs come back in
+    the order of ``data``.
+    """
+    from aus_lib.train import apply_normalization
+
+    model = model.to(device).eval()
+    order = np.argsort(data.lengths, kind="stable")
+    logits = np.zeros((len(data), len(LABELS)), dtype=np.float32)
+    attentions: list[np.ndarray] = [np.empty(0)] * len(data)
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        lengths = data.lengths[idx]
+        x = torch.from_numpy(data.features[idx, : int(lengths.max())])
+        x = apply_normalization(x, torch.from_numpy(lengths), normalization)
+        out, att = model(x.to(device), torch.from_numpy(lengths))
+        logits[idx] = out.float().cpu().numpy()
+        att = att.float().cpu().numpy()
+        for row, i in enumerate(idx):
+            attentions[i] = att[row, : lengths[row]].copy()
+    return Predictions(list(data.names), data.labels.copy(), logits, attentions)
+
+
+def partition_index(manifest: pd.DataFrame, k: int, partition: str) -> np.ndarray:
+    """Rows of ``manifest`` in fold k's partition: ``val`` = the fold's held-out test actors (the
+    original's validation list), ``train`` = the rest, ``all`` = every clip."""
+    if partition not in PARTITIONS:
+        raise ValueError(f"inference_data={partition!r}: use one of {', '.join(PARTITIONS)}.")
+    if partition == "all":
+        return np.arange(len(manifest))
+    mask = manifest["fold"].to_numpy() == k
+    return np.flatnonzero(mask if partition == "val" else ~mask)
+
+
+def run_info(run_dir: str | os.PathLike) -> tuple[dict, pd.DataFrame]:
+    """The params and the clip manifest (with folds) a run was trained on."""
+    run_dir = Path(run_dir)
+    for name in ("config.json", "inputs.csv"):
+        if not (run_dir / name).is_file():
+            raise FileNotFoundError(f"{run_dir / name} is missing: {run_dir} is not a finished 02_train_cv run.")
+    return json.loads((run_dir / "config.json").read_text()), pd.read_csv(run_dir / "inputs.csv")
+
+
+def extract_posteriors(run_dir: str | os.PathLike, partition: str = "val", out_dir: str | os.PathLike | None = None,
+                       kfolds: int | None = None, desc: str = "", device: str = "cpu", progress: bool = True,
+                       data: dataset.ClipData | None = None) -> pd.DataFrame:
+    """Write the original posterior files for every fold of ``run_dir`` and return the long table.
+
+    Files go to ``out_dir`` (default ``run_dir/posteriors``); the long table (clip, fold,
+    partition, label, prediction, p_<emotion>) is saved there as ``posteriors_long_<partition>.csv``.
+    """
+    from aus_lib.train import load_checkpoint
+
+    run_dir = Path(run_dir)
+    params, manifest = run_info(run_dir)
+    k_run = int(manifest["fold"].max())
+    if kfolds is not None and kfolds != k_run:
+        raise ValueError(f"kfolds={kfolds} but {run_dir} was trained with {k_run} folds.")
+    out_dir = Path(out_dir) if out_dir is not None else run_dir / "posteriors"
+    data = data if data is not None else dataset.load_clips(manifest, progress=progress)
+    tables = []
+    for k in tqdm(range(1, k_run + 1), desc=f"Posteriors ({partition})", unit="fold", disable=not progress):
+        ckpt_path = run_dir / f"fold_{k}" / "checkpoint.pt"
+        if not ckpt_path.is_file():
+            raise FileNotFoundError(f"{ckpt_path} is missing: fold {k} of {run_dir} has not finished training "
+                                    "(resume the run in 02_train_cv).")
+        model, ckpt = load_checkpoint(ckpt_path)
+        idx = partition_index(manifest, k, partition)
+        pred = predict(model, data.subset(idx), device=device, normalization=ckpt.get("normalization"))
+        posteriors.write_posteriors(out_dir, params["name"], partition, k, k_run, pred.names,
+                                    pred.labels, pred.predicted, pred.logits, pred.attentions, desc=desc)
+        table = posteriors.read_posteriors(out_dir / posteriors.posterior_file_name(params["name"], partition, k,
+                                                                                    k_run, desc))
+        tables.append(posteriors.to_long_table(table, k, partition))
+    long = pd.concat(tables, ignore_index=True)
+    atomic_write_csv(out_dir / f"posteriors_long_{partition}.csv", long, index=False)
+    return long

@@ -1,0 +1,225 @@
+"""What 04_analysis shows for a run: metrics, confusion matrices, baselines and attention figures.
+
+Functions here tie the metrics of :mod:`aus_lib.analysis`, the figures of :mod:`aus_lib.plots`
+and a run's files together, so the notebook stays a short story. Figures of one fold go next
+to its checkpoint (``fold_<k>/``); run-level ones to ``<run>/analysis/``.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from aus_lib import analysis, baselines, dataset, folds, plots, posteriors
+from aus_lib.openface import AU_COLUMNS
+from aus_lib.ravdess import EMOTIONS
+
+# Static baselines of the paper's Table 2, plus two common references.
+STATIC_BASELINES = {
+    "MLP (80), averaged AUs, min-max": ("mlp", 80, "minmax"),
+    "SVC (C=1), averaged AUs, min-max": ("svc", 1.0, "minmax"),
+    "LogReg (C=1), averaged AUs, standard": ("logreg", 1.0, "standard"),
+    "kNN (k=5), averaged AUs, min-max": ("knn", 5, "minmax"),
+}
+
+
+@dataclass
+class RunPosteriors:
+    """A run's (or a posterior folder's) predictions for one partition."""
+
+    folder: Path                       # where the posterior files are
+    partition: str
+    tables: dict[int, pd.DataFrame]    # fold -> read_posteriors() table
+    long: pd.DataFrame                 # clip, fold, partition, label, prediction, p_*
+    run_dir: Path | None = None        # the training run, when known
+    params: dict | None = None
+    manifest: pd.DataFrame | None = None
+
+    @property
+    def selection(self) -> str:
+        return (self.params or {}).get("selection", "test_fold")
+
+
+def load_posteriors(run_dir: str | os.PathLike | None = None, posteriors_dir: str | os.PathLike | None = None,
+                    partition: str = "val") -> RunPosteriors:
+    """Posteriors of a run (``run_dir/posteriors`` by default) or of any folder of original files."""
+    if run_dir is None and posteriors_dir is None:
+        raise ValueError("Give run_dir (a 02_train_cv run) or posteriors_dir (a folder of posterior files).")
+    run = Path(run_dir) if run_dir is not None else None
+    folder = Path(posteriors_dir) if posteriors_dir is not None else run / "posteriors"
+    tables = posteriors.read_run(folder, partition)
+    long = posteriors.to_long_table(tables, partition=partition)
+    params = manifest = None
+    if run is not None and (run / "config.json").is_file():
+        params = json.loads((run / "config.json").read_text())
+        manifest = pd.read_csv(run / "inputs.csv")
+    return RunPosteriors(folder, partition, tables, long, run, params, manifest)
+
+
+def analysis_dir(post: RunPosteriors) -> Path:
+    out = (post.run_dir or post.folder) / "analysis"
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def confusion_figures(post: RunPosteriors) -> dict[str, Path]:
+    """Raw and row-normalized confusion matrices, per fold and summed over folds, as CSV and PNG."""
+    from aus_lib.runs import atomic_write_csv
+
+    out = analysis_dir(post)
+    written = {}
+    for normalize in (None, "true"):
+        kind = "normalized" if normalize else "raw"
+        for k, cm in analysis.confusion_by_fold(post.long, post.partition, normalize).items():
+            folder = out if k == "all" or post.run_dir is None else post.run_dir / f"fold_{k}"
+            stem = f"confusion_{post.partition}_{kind}" + ("_all_folds" if k == "all" else "")
+            title = (f"{'All folds' if k == 'all' else f'Fold {k}'}: confusion matrix ({post.partition}"
+                     f"{', row-normalized' if normalize else ''})")
+            atomic_write_csv(folder / f"{stem}.csv", cm)
+            written[f"{k}-{kind}"] = folder / f"{stem}.png"
+            plots.confusion_matrix(cm, title, normalize=bool(normalize), path=folder / f"{stem}.png")
+    return written
+
+
+def per_emotion_recall(post: RunPosteriors) -> pd.DataFrame:
+    """Fold × emotion recall (EMOTIONS order)."""
+    return pd.DataFrame({k: analysis.per_emotion_recall(g["label"], g["prediction"])
+                         for k, g in post.long.groupby("fold")}).T.rename_axis("fold")
+
+
+def clip_averages(data: dataset.ClipData) -> pd.DataFrame:
+    """Per-clip mean of each AU column (the static models' input), with the clip name."""
+    sums = data.features.sum(axis=1, dtype=np.float64)
+    table = pd.DataFrame(sums / data.lengths[:, None], columns=list(AU_COLUMNS))
+    table["name"] = data.names
+    return table
+
+
+def static_baselines(manifest: pd.DataFrame, data: dataset.ClipData,
+                     which: dict[str, tuple] = STATIC_BASELINES) -> dict[str, pd.DataFrame]:
+    """Static classifiers on per-clip averaged AUs, cross-validated on the run's own folds."""
+    table = clip_averages(data)
+    fold_actors = folds.folds_from_manifest(manifest)
+    return {name: baselines.static_cv(table, model, param, norm, folds=fold_actors)
+            for name, (model, param, norm) in which.items()}
+
+
+def comparison_figure_table(comparison: pd.DataFrame) -> pd.DataFrame:
+    """The comparison table in the layout plots.metric_comparison draws."""
+    table = comparison[["accuracy"]].copy()
+    table["ci_low"] = comparison["accuracy"] - comparison["ci95"]
+    table["ci_high"] = comparison["accuracy"] + comparison["ci95"]
+    table["group"] = comparison["source"]
+    table.index = [f"{name} ({src})" if src == "paper" else name
+                   for name, src in zip(comparison.index, comparison["source"])]
+    return table
+
+
+# --- attention -----------------------------------------------------------------------------
+
+def attention_items(post: RunPosteriors, data: dataset.ClipData, fold: int | None = None) -> list[dict]:
+    """One dict per clip with its AU frames, attention, true and predicted emotion."""
+    index = {name: i for i, name in enumerate(data.names)}
+    items = []
+    for k, table in sorted(post.tables.items()):
+        if fold is not None and k != fold:
+            continue
+        for row in table.itertuples(index=False):
+            i = index.get(row.clip)
+            if i is None:
+                raise KeyError(f"Clip {row.clip} of {post.folder} is not in the loaded data; load the AU folder "
+                               "the run was trained on.")
+            aus = data.clip(i)
+            att = np.asarray(row.attentions, dtype=np.float64)[: len(aus)]
+            items.append({"clip": row.clip, "fold": k, "aus": aus, "attention": att,
+                          "true": row.y, "pred": row.y_hat})
+    return items
+
+
+def pick_examples(items: list[dict], per_emotion: int = 1) -> list[dict]:
+    """For each emotion, up to ``per_emotion`` correct and ``per_emotion`` misclassified clips."""
+    chosen = []
+    for emotion in EMOTIONS:
+        mine = [it for it in items if it["true"] == emotion]
+        chosen += [it for it in mine if it["pred"] == emotion][:per_emotion]
+        chosen += [it for it in mine if it["pred"] != emotion][:per_emotion]
+    return chosen
+
+
+def attention_figures(post: RunPosteriors, data: dataset.ClipData, per_emotion: int = 1) -> dict[str, Path]:
+    """Per fold (next to its checkpoint): a heatmap of one clip, a grid of examples per emotion,
+    the mean attention profile and the AU importance per emotion; the same two summaries over
+    all folds in ``analysis/``."""
+    written: dict[str, Path] = {}
+    everything = attention_items(post, data)
+    groups = {k: [it for it in everything if it["fold"] == k] for k in sorted(post.tables)}
+    for k, items in groups.items():
+        folder = (post.run_dir / f"fold_{k}") if post.run_dir is not None else analysis_dir(post) / f"fold_{k}"
+        first = pick_examples(items, 1)[0]
+        verdict = "correct" if first["true"] == first["pred"] else "misclassified"
+        path = folder / f"attention_clip_{first['clip']}.png"
+        plots.attention_heatmap(first["aus"], first["attention"],
+                                f"Fold {k}, clip {first['clip']}: true {first['true']}, predicted "
+                                f"{first['pred']} ({verdict})", path=path)
+        written[f"{k}-clip"] = path
+        written[f"{k}-grid"] = folder / "attention_grid.png"
+        plots.attention_grid(pick_examples(items, per_emotion), f"Fold {k}: attention over AU frames, "
+                             "correct and misclassified clips per emotion", path=written[f"{k}-grid"])
+        written.update(_summaries(items, folder, f"Fold {k}", f"{k}-"))
+    written.update(_summaries(everything, analysis_dir(post), "All folds", "all-"))
+    return written
+
+
+def _summaries(items: list[dict], folder: Path, label: str, key: str) -> dict[str, Path]:
+    from aus_lib.runs import atomic_write_csv
+
+    atts = [it["attention"] for it in items]
+    labels = [it["true"] for it in items]
+    profile = analysis.mean_attention_profile(atts, labels)
+    importance = analysis.attention_au_importance([it["aus"] for it in items], atts, labels)
+    atomic_write_csv(folder / "attention_profiles.csv", profile)
+    atomic_write_csv(folder / "attention_au_importance.csv", importance)
+    plots.attention_profiles(profile, f"{label}: mean attention over normalized clip time",
+                             path=folder / "attention_profiles.png")
+    plots.au_importance(importance, f"{label}: attention-weighted AU activity per emotion",
+                        path=folder / "attention_au_importance.png")
+    return {key + "profiles": folder / "attention_profiles.png", key + "importance": folder / "attention_au_importance.png"}
+
+
+def clip_browser(post: RunPosteriors, data: dataset.ClipData):
+    """An ipywidgets clip picker for JupyterLab: choose a fold and a clip, see its AU heatmap with
+    the attention curve, true and predicted emotion."""
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    items = attention_items(post, data)
+    by_fold = {k: [it for it in items if it["fold"] == k] for k in sorted(post.tables)}
+    fold_pick = widgets.Dropdown(options=list(by_fold), description="Fold")
+    clip_pick = widgets.Dropdown(description="Clip", layout=widgets.Layout(width="420px"))
+    out = widgets.Output()
+
+    def label(it):
+        mark = "✓" if it["true"] == it["pred"] else "✗"
+        return f"{it['clip']}  {it['true']} → {it['pred']} {mark}"
+
+    def on_fold(_=None):
+        clip_pick.options = [(label(it), n) for n, it in enumerate(by_fold[fold_pick.value])]
+
+    def on_clip(_=None):
+        if clip_pick.value is None:
+            return
+        it = by_fold[fold_pick.value][clip_pick.value]
+        with out:
+            out.clear_output(wait=True)
+            display(plots.attention_heatmap(it["aus"], it["attention"], f"Fold {it['fold']}, clip {it['clip']}: "
+                                            f"true {it['true']}, predicted {it['pred']}"))
+
+    fold_pick.observe(on_fold, names="value")
+    clip_pick.observe(on_clip, names="value")
+    on_fold()
+    on_clip()
+    return widgets.VBox([widgets.HBox([fold_pick, clip_pick]), out])

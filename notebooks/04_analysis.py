@@ -1,0 +1,120 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#   kernelspec:
+#     display_name: Python (aus_lib)
+#     language: python
+#     name: aus-lib
+# ---
+
+# %% [markdown]
+# # 04 · Analyse a run: metrics, confusions, static baselines, attention over AU frames
+#
+# **What it does.** Summarises the posteriors of a cross-validated run per fold and on average (accuracy with its
+# 95 % confidence interval as in the paper, weighted precision/recall/F1, unweighted average recall), draws raw and
+# row-normalized confusion matrices, per-emotion recall, compares with static classifiers on per-clip averaged AUs run
+# on the same folds and with the paper's Table 2, and shows where the model's attention falls over the AU frames.
+#
+# **Reads.** `run_dir` (a 02 run with posteriors from 03) or `posteriors_dir` (any folder of posterior files in the
+# original format, e.g. from the original pipeline: metrics and confusions only).
+#
+# **Writes** `<run>/analysis/` (tables and run-level figures) and, per fold next to the checkpoint,
+# `fold_<k>/confusion_*.png` and `fold_<k>/attention_*.png`.
+#
+# **Batch:** `papermill notebooks/04_analysis.ipynb out.ipynb -p run_dir outputs/runs/<run>`
+
+# %%
+# %load_ext autoreload
+# %autoreload 2
+
+# %% tags=["parameters"]
+run_dir: "Optional[str]" = None          # a run folder; None: the newest run in outputs/runs
+posteriors_dir: "Optional[str]" = None   # a folder of posterior files; None: <run>/posteriors
+partition: str = "val"                   # which posterior files to analyse
+baselines: bool = True                   # run the static baselines on the same folds
+examples_per_emotion: int = 1            # correct and misclassified clips per emotion in the attention grids
+
+# %%
+from IPython.display import Image, display
+
+from aus_lib import analysis, dataset, plots, report, runs
+from aus_lib.paths import OUTPUTS, resolve
+from aus_lib.runs import atomic_write_csv
+
+plots.apply_style()
+run = resolve(run_dir) if run_dir else (None if posteriors_dir else runs.latest_run(OUTPUTS / "runs"))
+post = report.load_posteriors(run, resolve(posteriors_dir) if posteriors_dir else None, partition)
+out = report.analysis_dir(post)
+print(f"Posteriors: {post.folder} ({len(post.tables)} folds, {len(post.long)} clips)\nAnalysis goes to: {out}")
+if post.params:
+    print(f"Run {post.run_dir.name}: selection={post.selection!r}")
+
+# %% [markdown]
+# ## Metrics per fold and on average
+
+# %%
+summary = analysis.summarize_posteriors(post.folder, partition)
+atomic_write_csv(out / f"summary_{partition}.csv", summary)
+display(summary.round(4))
+pooled = summary.attrs["pooled"]
+print(f"Pooled accuracy over {pooled['n']} clips: {100 * pooled['accuracy']:.2f} ± {100 * pooled['ci95']:.2f} % "
+      "(95 % CI, normal approximation)")
+if post.selection == "test_fold":
+    print("Note:", analysis.TEST_FOLD_NOTE)
+
+# %% [markdown]
+# ## Confusion matrices and per-emotion recall
+
+# %%
+written = report.confusion_figures(post)
+display(Image(filename=str(written["all-raw"])))
+display(Image(filename=str(written["all-normalized"])))
+recall = report.per_emotion_recall(post)
+atomic_write_csv(out / f"recall_per_emotion_{partition}.csv", recall)
+display(recall.round(3))
+plots.per_emotion_bar(recall, "Recall per emotion (mean ± sd over folds)", "Recall",
+                      path=out / f"recall_per_emotion_{partition}.png")
+
+# %% [markdown]
+# ## Static baselines on the same folds, and the paper
+# Static models see each clip's average AU vector, so any gain of the sequence model over them comes from timing.
+
+# %%
+data = None
+if post.manifest is not None:
+    data = dataset.load_clips(post.manifest)
+if baselines and data is not None:
+    static = report.static_baselines(post.manifest, data)
+    comparison = analysis.comparison_table(summary, static, post.selection)
+else:
+    comparison = analysis.comparison_table(summary, {}, post.selection)
+atomic_write_csv(out / "comparison.csv", comparison)
+display(comparison.round(2))
+plots.metric_comparison(report.comparison_figure_table(comparison), "Accuracy (%) with 95 % CI: this run, "
+                        "static baselines and the paper", path=out / "comparison.png")
+
+# %% [markdown]
+# ## Attention over AU frames
+# For each fold: one clip's AUs with its attention curve, a grid of correct and misclassified clips per emotion, the
+# mean attention profile over normalized time and the attention-weighted AU activity per emotion.
+
+# %%
+if data is not None:
+    figures = report.attention_figures(post, data, per_emotion=examples_per_emotion)
+    first = min(post.tables)
+    for key in (f"{first}-clip", f"{first}-grid", "all-profiles", "all-importance"):
+        display(Image(filename=str(figures[key])))
+else:
+    print("Attention figures need the run's AU data: pass run_dir of a 02_train_cv run.")
+
+# %% [markdown]
+# ## Browse clips (JupyterLab)
+# Pick a fold and a clip to see its AU heatmap, attention curve, true and predicted emotion.
+
+# %%
+if data is not None:
+    display(report.clip_browser(post, data))
+
+# %%
+print(f"Analysis written to {out}" + (f" and next to each fold's checkpoint in {post.run_dir}" if post.run_dir else ""))
