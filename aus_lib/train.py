@@ -1,0 +1,633 @@
+"""Subject-wise K-fold training of ``Sequence1Modal``: the original ``run.py train RAVDESS_AUs.json --kfolds 5``.
+
+One fold: class-weighted cross-entropy, Adam, gradient-norm clipping, random mini-batches cut
+from the cached padded tensors, validation after every epoch, early stopping on weighted F1,
+the best epoch's weights kept. Everything a fold needs to continue after an interruption is
+saved at the end of every epoch (``fold_<k>/state.pt``), and every random draw of an epoch is
+seeded from ``(seed, fold, epoch)``, so a resumed fold ends exactly where an uninterrupted one
+would, and a fold's result does not depend on which folds ran before it.
+
+Model selection (``cfg.selection``):
+
+* ``"test_fold"`` (the original): the test fold is also the validation set, so early stopping
+  and the checkpoint are chosen on it and the reported scores are optimistic;
+* ``"inner"``: ``cfg.inner_val_actors`` whole actors of the training part are held out for
+  early stopping and the checkpoint; the test fold is evaluated once, with the best checkpoint.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import json
+import os
+import platform
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from aus_lib import analysis, plots, runs
+from aus_lib.config import Config, build_config
+from aus_lib.dataset import ClipData, load_clips
+from aus_lib.folds import assign_folds, check_training_emotions, folds_from_manifest, make_folds
+from aus_lib.model import Sequence1Modal, lengths_to_mask
+from aus_lib.ravdess import LABELS
+
+METRICS = ("accuracy", "precision", "recall", "f1", "uar", "loss")
+HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_precision",
+                   "val_recall", "val_f1", "best", "seconds")
+# Settings that may change when a run is resumed: where it runs, not what it computes.
+RESUMABLE_CHANGES = ("device", "num_threads")
+EVAL_BATCH = 256          # evaluation batch size: no gradients, so larger batches are cheap
+QUIET_MININTERVAL = 10.0  # seconds between progress refreshes when nobody watches a terminal
+
+
+class TrainError(ValueError):
+    """Training cannot start or continue; the message says why and how to fix it."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded into the model it describes."""
+
+
+# --- device, seeds, torch settings -------------------------------------------------------------
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``"auto"`` = the first CUDA GPU when there is one, else the CPU; ``"cpu"``; ``"cuda[:N]"``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
+            raise TrainError(f"device={name!r} but CUDA is not available (torch {torch.__version__}, {build}). "
+                             "Use device='auto' or 'cpu', or install a CUDA build of torch on a machine with a GPU.")
+        try:
+            device = torch.device(name)
+        except RuntimeError as exc:
+            raise TrainError(f"device={name!r} is not a valid device name; use 'cuda' or 'cuda:N'.") from exc
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise TrainError(f"device={name!r} but only {torch.cuda.device_count()} CUDA device(s) are visible.")
+        return device
+    raise TrainError(f"device={name!r}: use 'auto', 'cpu' or 'cuda[:N]'.")
+
+
+def fold_seed(seed: int, k: int, *more: int) -> int:
+    """A seed derived from ``(seed, k, *more)`` only; ``fold_seed(seed, k, epoch)`` seeds one epoch."""
+    if seed < 0:
+        raise TrainError(f"seed={seed}: use a non-negative integer seed.")
+    return int(np.random.SeedSequence([seed, k, *more]).generate_state(1)[0])
+
+
+@contextlib.contextmanager
+def torch_settings(cfg: Config) -> Iterator[None]:
+    """Apply cfg.deterministic and cfg.num_threads for the duration of a run, then restore them."""
+    old_deterministic = torch.are_deterministic_algorithms_enabled()
+    old_threads = torch.get_num_threads()
+    old_benchmark = torch.backends.cudnn.benchmark
+    if cfg.deterministic:
+        # cuBLAS refuses deterministic mode without a fixed workspace; harmless on the CPU.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(old_deterministic)
+        torch.set_num_threads(old_threads)
+        torch.backends.cudnn.benchmark = old_benchmark
+
+
+# --- splits, class weights, normalization -------------------------------------------------------
+
+class FoldSplit(NamedTuple):
+    """Clip indices (into the manifest / ClipData) of one fold's three partitions."""
+
+    train: np.ndarray
+    val: np.ndarray
+    test: np.ndarray
+
+
+def _fold_of_clips(source: pd.DataFrame | ClipData,
+                   folds: Mapping[int, Iterable[int]] | None) -> tuple[np.ndarray, np.ndarray]:
+    """(actor, test fold) of every clip of a manifest or ClipData."""
+    if isinstance(source, pd.DataFrame):
+        actors = source["actor"].to_numpy(np.int64)
+        if folds is None:
+            if "fold" not in source:
+                raise TrainError("The manifest has no 'fold' column: pass folds= (fold -> test actors) or use "
+                                 "folds.assign_folds first.")
+            return actors, source["fold"].to_numpy(np.int64)
+    elif isinstance(source, ClipData):
+        actors = np.asarray(source.actors, dtype=np.int64)
+        if folds is None:
+            raise TrainError("ClipData carries no folds: pass folds= (fold -> test actors), e.g. from folds.make_folds.")
+    else:
+        raise TypeError(f"split_fold needs a manifest DataFrame or a ClipData, got {type(source).__name__}.")
+    fold_of = {int(a): int(k) for k, members in folds.items() for a in members}
+    missing = sorted(set(actors.tolist()) - set(fold_of))
+    if missing:
+        raise TrainError(f"Actor(s) {missing} are in no fold of folds={dict(folds)}.")
+    return actors, np.array([fold_of[a] for a in actors.tolist()], dtype=np.int64)
+
+
+def split_fold(source: pd.DataFrame | ClipData, k: int, cfg: Config,
+               folds: Mapping[int, Iterable[int]] | None = None) -> FoldSplit:
+    """Train / validation / test clip indices of fold ``k`` under ``cfg.selection``.
+
+    ``source`` is a manifest with ``actor`` and ``fold`` columns, or a manifest / ClipData plus
+    ``folds`` (fold -> test actors). Test = the clips of fold k's actors. With ``"test_fold"``
+    validation is the test fold itself; with ``"inner"`` it is ``cfg.inner_val_actors`` training
+    actors drawn from ``(seed, k)`` (fewer if needed so at least one training actor remains).
+    """
+    actors, fold = _fold_of_clips(source, folds)
+    if k not in set(fold.tolist()):
+        raise TrainError(f"Fold {k} does not exist; the folds are {sorted(set(fold.tolist()))}.")
+    test = np.flatnonzero(fold == k)
+    rest = np.flatnonzero(fold != k)
+    if cfg.selection == "test_fold":
+        return FoldSplit(rest, test, test)
+    if cfg.selection != "inner":
+        raise TrainError(f"selection={cfg.selection!r}: use 'test_fold' or 'inner'.")
+    train_actors = np.unique(actors[rest])
+    n_val = min(cfg.inner_val_actors, len(train_actors) - 1)
+    if n_val < 1:
+        raise TrainError(f"Fold {k}: the training part has only actor(s) {train_actors.tolist()}; selection='inner' "
+                         "needs at least 2 training actors. Use more actors, fewer folds, or selection='test_fold'.")
+    rng = np.random.default_rng([cfg.seed, k])
+    val_actors = rng.choice(train_actors, size=n_val, replace=False)
+    is_val = np.isin(actors[rest], val_actors)
+    return FoldSplit(rest[~is_val], rest[is_val], test)
+
+
+def class_weights(labels: np.ndarray, n_classes: int = len(LABELS)) -> torch.Tensor:
+    """Balanced weights ``n / (C * count_c)`` over the C classes present; absent classes get 0."""
+    labels = np.asarray(labels, dtype=np.int64)
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    present = counts > 0
+    weights = np.zeros(n_classes)
+    weights[present] = len(labels) / (present.sum() * counts[present])
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def fit_normalization(data: ClipData, index: np.ndarray, kind: str | None) -> dict | None:
+    """Per-feature ``mean``/``scale`` fitted on the real frames of clips ``index`` (None: no scaling).
+
+    ``"standard"``: mean and standard deviation; ``"minmax"``: minimum and range. A constant
+    feature gets scale 1, so it maps to 0 instead of dividing by zero.
+    """
+    if kind is None:
+        return None
+    if kind not in ("standard", "minmax"):
+        raise TrainError(f"preprocessor={kind!r}: use null, 'standard' or 'minmax'.")
+    frames = np.concatenate([data.clip(i) for i in index]).astype(np.float64)
+    if kind == "standard":
+        mean, scale = frames.mean(0), frames.std(0)
+    else:
+        mean, scale = frames.min(0), frames.max(0) - frames.min(0)
+    scale[scale == 0] = 1.0
+    return {"kind": kind, "mean": torch.tensor(mean, dtype=torch.float32),
+            "scale": torch.tensor(scale, dtype=torch.float32)}
+
+
+def apply_normalization(features: torch.Tensor, lengths: torch.Tensor, normalization: dict | None) -> torch.Tensor:
+    """features[N, T, F] scaled with a checkpoint's ``normalization``; padding stays 0."""
+    if normalization is None:
+        return features
+    mean = normalization["mean"].to(features.device)
+    scale = normalization["scale"].to(features.device)
+    mask = lengths_to_mask(lengths.to(features.device), features.size(1)).unsqueeze(2)
+    return ((features - mean) / scale).masked_fill(~mask, 0.0)
+
+
+# --- early stopping -------------------------------------------------------------------------------
+
+class EarlyStopping:
+    """Keeps the best epoch by validation F1; stops after ``patience`` epochs without improvement.
+
+    An epoch improves when ``f1 > best + min_change``; ``best`` starts at ``base``.
+    ``patience=-1`` never stops (the caller still stops at ``epochs``).
+    """
+
+    def __init__(self, patience: int, min_change: float = 0.0, base: float = 0.0) -> None:
+        if patience != -1 and patience < 1:
+            raise TrainError(f"patience={patience}: use >= 1, or -1 to disable early stopping.")
+        self.patience = patience
+        self.min_change = min_change
+        self.best = float(base)
+        self.best_epoch: int | None = None
+        self.bad_epochs = 0
+
+    def step(self, epoch: int, f1: float) -> bool:
+        """Record one epoch's F1; True when it became the best so far."""
+        if f1 > self.best + self.min_change:
+            self.best, self.best_epoch, self.bad_epochs = float(f1), int(epoch), 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.patience != -1 and self.bad_epochs >= self.patience
+
+    def state_dict(self) -> dict:
+        return {"patience": self.patience, "min_change": self.min_change, "best": self.best,
+                "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        for key in ("patience", "min_change", "best", "best_epoch", "bad_epochs"):
+            setattr(self, key, state[key])
+
+
+# --- one fold -------------------------------------------------------------------------------------
+
+@dataclass
+class FoldTensors:
+    """The whole data set on the device, scaled for one fold."""
+
+    features: torch.Tensor  # [N, T, 35]
+    lengths: torch.Tensor   # [N] on the device
+    labels: torch.Tensor    # [N]
+    host_lengths: np.ndarray  # the same lengths on the host, to cut batches without a device sync
+
+    def batch(self, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Clips ``index``, cut to the longest of them."""
+        frames = int(self.host_lengths[index].max())
+        idx = torch.from_numpy(index).to(self.features.device)
+        return self.features[idx, :frames], self.lengths[idx], self.labels[idx]
+
+
+def fold_tensors(data: ClipData, normalization: dict | None, device: torch.device) -> FoldTensors:
+    lengths = torch.from_numpy(np.asarray(data.lengths, dtype=np.int64))
+    features = apply_normalization(torch.from_numpy(data.features), lengths, normalization)
+    return FoldTensors(features.to(device), lengths.to(device),
+                       torch.from_numpy(np.asarray(data.labels, dtype=np.int64)).to(device),
+                       np.asarray(data.lengths, dtype=np.int64))
+
+
+@torch.no_grad()
+def evaluate(model: Sequence1Modal, tensors: FoldTensors, index: np.ndarray,
+             weights: torch.Tensor) -> tuple[dict, np.ndarray, np.ndarray]:
+    """(metrics incl. weighted loss, y_true, y_pred) of clips ``index``, in eval mode."""
+    model.eval()
+    # Sorting by length keeps padding (and so wasted work) small; the metrics ignore the order.
+    order = index[np.argsort(tensors.host_lengths[index], kind="stable")]
+    loss_sum = torch.zeros((), device=weights.device)
+    weight_sum = torch.zeros((), device=weights.device)
+    preds = []
+    for start in range(0, len(order), EVAL_BATCH):
+        x, lengths, y = tensors.batch(order[start:start + EVAL_BATCH])
+        logits, _ = model(x, lengths)
+        loss_sum += F.cross_entropy(logits, y, weight=weights, reduction="sum")
+        weight_sum += weights[y].sum()
+        preds.append(logits.argmax(1))
+    y_true = tensors.labels[torch.from_numpy(order).to(tensors.labels.device)].cpu().numpy()
+    y_pred = torch.cat(preds).cpu().numpy()
+    metrics = analysis.classification_metrics(y_true, y_pred)
+    metrics["loss"] = float(loss_sum / weight_sum)
+    return metrics, y_true, y_pred
+
+
+def train_epoch(model: Sequence1Modal, optimizer: torch.optim.Optimizer, tensors: FoldTensors,
+                index: np.ndarray, weights: torch.Tensor, cfg: Config, epoch_seed: int) -> tuple[float, float]:
+    """One pass over ``index`` in random mini-batches; (weighted mean loss, accuracy) as accumulated."""
+    model.train()
+    torch.manual_seed(epoch_seed)  # dropout masks
+    order = index[torch.randperm(len(index), generator=torch.Generator().manual_seed(epoch_seed)).numpy()]
+    sums = torch.zeros(3, device=weights.device)  # weighted loss, weight, correct
+    for start in range(0, len(order), cfg.batch_size):
+        x, lengths, y = tensors.batch(order[start:start + cfg.batch_size])
+        logits, _ = model(x, lengths)
+        loss_sum = F.cross_entropy(logits, y, weight=weights, reduction="sum")
+        weight_sum = weights[y].sum()
+        optimizer.zero_grad(set_to_none=True)
+        (loss_sum / weight_sum).backward()  # = cross_entropy(..., reduction="mean") with weights
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
+        optimizer.step()
+        sums += torch.stack([loss_sum.detach(), weight_sum, (logits.argmax(1) == y).sum()])
+    loss, weight, correct = sums.tolist()
+    return loss / weight, correct / len(order)
+
+
+@dataclass
+class FoldResult:
+    fold: int
+    history: pd.DataFrame
+    metrics: dict  # as in metrics.json
+
+
+EpochHook = Callable[[int, int, dict], None]  # (fold, epoch, history row), after state.pt is saved
+
+
+def _actors(data: ClipData, index: np.ndarray) -> list[int]:
+    return sorted(int(a) for a in np.unique(data.actors[index]))
+
+
+def _plain(state: Mapping) -> dict:
+    """A state_dict detached and on the CPU, so it saves and loads anywhere."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
+
+
+def train_fold(cfg: Config, data: ClipData, k: int, split: FoldSplit, fold_dir: str | os.PathLike, *,
+               packed: bool = True, device: torch.device | None = None, resume: bool = True,
+               bar: tqdm | None = None, on_epoch_end: EpochHook | None = None) -> FoldResult:
+    """Train fold ``k`` and write its outputs to ``fold_dir`` (see the module docstring).
+
+    With ``resume`` an existing ``fold_dir/state.pt`` is continued from its last finished epoch.
+    ``on_epoch_end`` is called after each epoch's state is saved (tests use it to interrupt).
+    """
+    fold_dir = Path(fold_dir)
+    device = device or resolve_device(cfg.device)
+    state_path = fold_dir / "state.pt"
+    params = cfg.to_params()
+
+    torch.manual_seed(fold_seed(cfg.seed, k))  # initial weights
+    model = Sequence1Modal(cfg.model_config(), packed=packed).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    stopper = EarlyStopping(cfg.patience, cfg.min_change, cfg.base)
+    normalization = fit_normalization(data, split.train, cfg.preprocessor)
+    tensors = fold_tensors(data, normalization, device)
+    weights = class_weights(data.labels[split.train]).to(device)
+    history: list[dict] = []
+    best_model: dict | None = None
+
+    if resume and state_path.is_file():
+        state = torch.load(state_path, map_location=device, weights_only=True)
+        diffs = _differences(state["params"], params)
+        if diffs:
+            raise TrainError(f"Cannot resume {state_path}: it was trained with different settings ({', '.join(diffs)}). "
+                             "Use another run folder, or the same settings.")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        stopper.load_state_dict(state["early_stopping"])
+        history, best_model = state["history"], state["best_model"]
+        if bar is not None:
+            bar.update(len(history))
+
+    for epoch in range(len(history) + 1, cfg.epochs + 1):
+        if stopper.should_stop:
+            break
+        started = time.perf_counter()
+        train_loss, train_accuracy = train_epoch(model, optimizer, tensors, split.train, weights, cfg,
+                                                 fold_seed(cfg.seed, k, epoch))
+        val, _, _ = evaluate(model, tensors, split.val, weights)
+        improved = stopper.step(epoch, val["f1"])
+        if improved:
+            best_model = _plain(model.state_dict())
+        history.append({"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_accuracy,
+                        "val_loss": val["loss"], "val_accuracy": val["accuracy"], "val_precision": val["precision"],
+                        "val_recall": val["recall"], "val_f1": val["f1"], "best": improved,
+                        "seconds": time.perf_counter() - started})
+        runs.atomic_torch_save(state_path, {
+            "params": params, "fold": k, "epoch": epoch, "model": _plain(model.state_dict()),
+            "optimizer": optimizer.state_dict(), "early_stopping": stopper.state_dict(),
+            "history": history, "best_model": best_model})
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix({"fold": k, "val_f1": f"{val['f1']:.3f}", "best_epoch": stopper.best_epoch}, refresh=False)
+        if on_epoch_end is not None:
+            on_epoch_end(k, epoch, history[-1])
+    if bar is not None:
+        bar.update(cfg.epochs - len(history))  # epochs skipped by early stopping
+
+    best_epoch = stopper.best_epoch
+    if best_model is None:
+        best_epoch = history[-1]["epoch"]
+        best_model = _plain(model.state_dict())
+        warnings.warn(f"Fold {k}: no epoch's validation F1 beat base={cfg.base} (+ min_change={cfg.min_change}); "
+                      f"the last epoch ({best_epoch}) is saved as the checkpoint.", stacklevel=2)
+    model.load_state_dict(best_model)
+    return _finish_fold(cfg, data, k, split, fold_dir, model, tensors, weights, normalization,
+                        pd.DataFrame(history, columns=list(HISTORY_COLUMNS)), best_epoch)
+
+
+def _finish_fold(cfg: Config, data: ClipData, k: int, split: FoldSplit, fold_dir: Path, model: Sequence1Modal,
+                 tensors: FoldTensors, weights: torch.Tensor, normalization: dict | None,
+                 history: pd.DataFrame, best_epoch: int) -> FoldResult:
+    """Evaluate the best checkpoint on the test fold and write the fold's files, DONE last."""
+    test, y_true, y_pred = evaluate(model, tensors, split.test, weights)
+    best_row = history.loc[history["epoch"] == best_epoch].iloc[0]
+    partition = "test (= validation)" if cfg.selection == "test_fold" else "test"
+    metrics = {"fold": k, "selection": cfg.selection, "partition": partition, "best_epoch": int(best_epoch),
+               "epochs_run": int(len(history)), **{m: test[m] for m in ("n", *METRICS)},
+               "val_loss": float(best_row["val_loss"]), "val_accuracy": float(best_row["val_accuracy"]),
+               "val_f1": float(best_row["val_f1"]), "train_actors": _actors(data, split.train),
+               "val_actors": _actors(data, split.val), "test_actors": _actors(data, split.test),
+               "note": cfg.selection_note}
+    runs.atomic_torch_save(fold_dir / "checkpoint.pt", {
+        "model": _plain(model.state_dict()), "params": cfg.to_params(), "labels": list(LABELS), "fold": k,
+        "epoch": int(best_epoch), "metrics": metrics, "normalization": normalization,
+        "test_actors": metrics["test_actors"]})
+    runs.atomic_write_csv(fold_dir / "history.csv", history, index=False)
+    plots.learning_curve(history, f"Fold {k}: learning curve ({cfg.name})", fold_dir / "learning_curve.png")
+    cm = analysis.confusion(y_true, y_pred).reindex(index=list(LABELS), columns=list(LABELS))
+    runs.atomic_write_csv(fold_dir / "confusion.csv", cm)
+    plots.confusion_matrix(cm, f"Fold {k}: {partition} at best epoch {best_epoch} ({cfg.name})",
+                           path=fold_dir / "confusion.png")
+    runs.atomic_write_json(fold_dir / "metrics.json", metrics)
+    runs.mark_done(fold_dir, {"best_epoch": int(best_epoch), "f1": test["f1"]})
+    return FoldResult(k, history, metrics)
+
+
+FoldTrainer = Callable[..., FoldResult]  # same signature as train_fold without ``packed``
+
+
+def fold_trainer(engine: str) -> FoldTrainer:
+    """The function that trains one fold for ``cfg.engine``.
+
+    ``"plain"``: the packed model. ``"batched"``: the fixed-shape masked model in the same loop
+    (same results up to float rounding when encoder dropout is off; with it the dropout masks
+    are drawn differently), much faster than packing on CPU.
+    """
+    if engine == "plain":
+        return functools.partial(train_fold, packed=True)
+    if engine == "batched":
+        return functools.partial(train_fold, packed=False)
+    raise TrainError(f"engine={engine!r}: use 'plain' or 'batched'.")
+
+
+# --- the cross-validation run ------------------------------------------------------------------------
+
+@dataclass
+class CVResult:
+    table: pd.DataFrame                  # one row per fold, then "mean" and "std"
+    histories: dict[int, pd.DataFrame]
+    run_dir: Path
+
+
+def environment(device: torch.device) -> dict:
+    import sklearn
+
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
+    return {"python": sys.version.split()[0], "torch": torch.__version__, "numpy": np.__version__,
+            "pandas": pd.__version__, "sklearn": sklearn.__version__, "platform": platform.platform(),
+            "device": str(device), "device_name": name, "threads": torch.get_num_threads()}
+
+
+def _with_folds(cfg: Config, manifest: pd.DataFrame, folds) -> pd.DataFrame:
+    if isinstance(folds, Mapping):
+        manifest = assign_folds(manifest, folds)
+    elif "fold" not in manifest:
+        clips_per_actor = manifest["actor"].value_counts().to_dict()
+        manifest = assign_folds(manifest, make_folds(clips_per_actor, cfg.kfolds, cfg.seed))
+    found = sorted(folds_from_manifest(manifest))
+    if found != list(range(1, cfg.kfolds + 1)):
+        raise TrainError(f"The manifest's folds are {found} but kfolds={cfg.kfolds}. Make the folds with "
+                         f"kfolds={cfg.kfolds} (notebook 01_make_folds) or set kfolds={len(found)}.")
+    if "emotion" in manifest:
+        check_training_emotions(manifest)
+    return manifest
+
+
+def _differences(old: Mapping, new: Mapping) -> list[str]:
+    """Keys whose values differ, ignoring :data:`RESUMABLE_CHANGES`."""
+    return sorted(key for key in set(old) | set(new)
+                  if key not in RESUMABLE_CHANGES and old.get(key) != new.get(key))
+
+
+def run_fingerprint(cfg: Config, manifest: pd.DataFrame) -> dict:
+    """What a run folder must match to be resumed (for :func:`aus_lib.runs.prepare_run_dir`):
+    the configuration (but device and threads), the folds' test actors and the clips."""
+    manifest = _with_folds(cfg, manifest.reset_index(drop=True), None)
+    digest = hashlib.blake2b(digest_size=12)
+    for clip, fold in zip(manifest["clip"], manifest["fold"]):
+        digest.update(f"{clip}:{int(fold)};".encode())
+    params = {k: v for k, v in cfg.to_params().items() if k not in RESUMABLE_CHANGES}
+    folds = {str(k): [int(a) for a in actors] for k, actors in folds_from_manifest(manifest).items()}
+    return {**params, "folds": folds, "clips": f"{len(manifest)} clips, {digest.hexdigest()}"}
+
+
+def _check_resumable(run_dir: Path, params: dict, manifest: pd.DataFrame) -> None:
+    """Refuse to continue a run folder that holds a different configuration or data split."""
+    config_file, inputs_file = run_dir / "config.json", run_dir / "inputs.csv"
+    if config_file.is_file():
+        diffs = _differences(json.loads(config_file.read_text()), params)
+        if diffs:
+            raise TrainError(f"{config_file} differs from this run's configuration in {', '.join(diffs)}. "
+                             "Use another run folder, or resume=False to start it again.")
+    if inputs_file.is_file():
+        old = pd.read_csv(inputs_file, usecols=["clip", "fold"])
+        if list(zip(old["clip"], old["fold"])) != list(zip(manifest["clip"], manifest["fold"])):
+            raise TrainError(f"{inputs_file} lists other clips or folds than this run's manifest. "
+                             "Use another run folder, or resume=False to start it again.")
+
+
+def _fold_from_disk(fold_dir: Path) -> FoldResult:
+    metrics = json.loads((fold_dir / "metrics.json").read_text())
+    return FoldResult(int(metrics["fold"]), pd.read_csv(fold_dir / "history.csv"), metrics)
+
+
+def cv_table(results: Iterable[FoldResult]) -> pd.DataFrame:
+    """Per-fold test metrics at the best epoch, then their mean and standard deviation (ddof=1)."""
+    table = pd.DataFrame([{"fold": r.fold, **{m: r.metrics[m] for m in METRICS},
+                           "best_epoch": r.metrics["best_epoch"], "epochs_run": r.metrics["epochs_run"]}
+                          for r in results]).set_index("fold")
+    return pd.concat([table, table.agg(["mean", "std"])])
+
+
+def train_cv(cfg: Config, manifest: pd.DataFrame, run_dir: str | os.PathLike, data: ClipData | None = None,
+             folds: Mapping[int, Iterable[int]] | Iterable[int] | None = None, progress: bool = True, *,
+             resume: bool = True, on_epoch_end: EpochHook | None = None) -> CVResult:
+    """Cross-validate ``cfg`` over the manifest's actor-disjoint folds; write everything to ``run_dir``.
+
+    Fold assignment: the manifest's ``fold`` column, or ``folds`` given as a mapping fold -> test
+    actors, or else :func:`aus_lib.folds.make_folds` with ``cfg.kfolds`` and ``cfg.seed``.
+    ``folds`` given as fold numbers trains only those folds (the run is marked done only when
+    every fold is). ``data`` is ``load_clips(manifest)`` when not given; it must be in manifest
+    order. With ``resume`` finished folds (``fold_<k>/DONE``) are read back and an interrupted
+    fold continues from its last saved epoch.
+    """
+    run_dir = Path(run_dir)
+    manifest = _with_folds(cfg, manifest.reset_index(drop=True), folds)
+    only = None if folds is None or isinstance(folds, Mapping) else sorted(int(k) for k in folds)
+    to_run = only or list(range(1, cfg.kfolds + 1))
+    unknown = sorted(set(to_run) - set(range(1, cfg.kfolds + 1)))
+    if unknown:
+        raise TrainError(f"folds={to_run}: fold(s) {unknown} do not exist; the folds are 1..{cfg.kfolds}.")
+    if data is None:
+        data = load_clips(manifest, progress=progress)
+    if list(data.names) != list(manifest["clip"]):
+        raise TrainError("data does not match the manifest (other clips or another order): pass "
+                         "data=load_clips(manifest) for this manifest, or leave data=None.")
+    params = cfg.to_params()
+    if resume:
+        _check_resumable(run_dir, params, manifest)
+    device = resolve_device(cfg.device)
+    train_one = fold_trainer(cfg.engine)
+
+    with torch_settings(cfg):
+        runs.atomic_write_json(run_dir / "config.json", params)
+        runs.atomic_write_csv(run_dir / "inputs.csv", manifest, index=False)
+        runs.atomic_write_json(run_dir / "environment.json", environment(device))
+        interactive = sys.stderr.isatty()
+        bar = tqdm(total=len(to_run) * cfg.epochs, desc=f"{cfg.name} {len(to_run)}-fold CV", unit="epoch",
+                   disable=not progress, mininterval=0.1 if interactive else QUIET_MININTERVAL)
+        results: list[FoldResult] = []
+        try:
+            for k in to_run:
+                fold_dir = run_dir / f"fold_{k}"
+                if resume and runs.is_done(fold_dir):
+                    results.append(_fold_from_disk(fold_dir))
+                    bar.update(cfg.epochs)
+                    continue
+                split = split_fold(manifest, k, cfg)
+                result = train_one(cfg, data, k, split, fold_dir, device=device, resume=resume, bar=bar,
+                                   on_epoch_end=on_epoch_end)
+                results.append(result)
+                if progress:
+                    m = result.metrics
+                    bar.write(f"fold {k}: accuracy {m['accuracy']:.3f}  f1 {m['f1']:.3f}  "
+                              f"best epoch {m['best_epoch']}/{m['epochs_run']}")
+        finally:
+            bar.close()
+
+    table = cv_table(results)
+    runs.atomic_write_csv(run_dir / "cv_results.csv", table, index_label="fold")
+    if all(runs.is_done(run_dir / f"fold_{k}") for k in range(1, cfg.kfolds + 1)):
+        runs.mark_done(run_dir, {m: float(table.loc["mean", m]) for m in METRICS})
+    return CVResult(table, {r.fold: r.history for r in results}, run_dir)
+
+
+# --- loading a trained model ------------------------------------------------------------------------
+
+def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
+                    packed: bool = False) -> tuple[Sequence1Modal, dict]:
+    """(model in eval mode, checkpoint dict) of a ``checkpoint.pt``; the architecture comes from its params.
+
+    ``packed`` chooses the encoder path; both give the same outputs, the masked one
+    (``packed=False``) is the faster.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"Checkpoint {path} does not exist.")
+    checkpoint = torch.load(path, map_location=device, weights_only=True)
+    missing = [key for key in ("model", "params", "labels") if key not in checkpoint]
+    if missing:
+        raise CheckpointError(f"{path} lacks key(s) {missing}; it is not a checkpoint written by aus_lib.train.")
+    if list(checkpoint["labels"]) != list(LABELS):
+        raise CheckpointError(f"{path} uses labels {checkpoint['labels']}, expected {list(LABELS)}.")
+    cfg = build_config(checkpoint["params"], where=f"{path} (params)")
+    model = Sequence1Modal(cfg.model_config(), packed=packed)
+    expected, found = model.state_dict(), checkpoint["model"]
+    problems = [f"{key}: missing" for key in expected if key not in found]
+    problems += [f"{key}: unexpected" for key in found if key not in expected]
+    problems += [f"{key}: checkpoint {tuple(found[key].shape)} vs model {tuple(expected[key].shape)}"
+                 for key in expected if key in found and found[key].shape != expected[key].shape]
+    if problems:
+        raise CheckpointError(f"{path}: the weights do not fit the model its params describe:\n  "
+                              + "\n  ".join(problems))
+    model.load_state_dict(found)
+    return model.to(device).eval(), checkpoint
