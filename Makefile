@@ -31,17 +31,17 @@ kernel: $(STAMP)
 
 # The main job: synthetic data (generated on first use) -> folds -> 5-fold CV -> posteriors -> analysis.
 run: $(STAMP)
-	@mkdir -p $(OUT)/runs/$(RUN)/notebooks
-	$(VENV)/bin/papermill -k $(KERNEL) --cwd notebooks notebooks/01_make_folds.ipynb $(OUT)/runs/$(RUN)/notebooks/01_make_folds.ipynb \
+	@mkdir -p $(OUT)/notebooks/$(RUN)
+	$(VENV)/bin/papermill -k $(KERNEL) --cwd notebooks notebooks/01_make_folds.ipynb $(OUT)/notebooks/$(RUN)/01_make_folds.ipynb \
 		-p kfolds $(KFOLDS) -p out_dir $(OUT)/folds/synthetic_$(KFOLDS)CV
-	$(VENV)/bin/papermill -k $(KERNEL) --cwd notebooks notebooks/02_train_cv.ipynb $(OUT)/runs/$(RUN)/notebooks/02_train_cv.ipynb \
+	$(VENV)/bin/papermill -k $(KERNEL) --cwd notebooks notebooks/02_train_cv.ipynb $(OUT)/notebooks/$(RUN)/02_train_cv.ipynb \
 		-p kfolds $(KFOLDS) -p params_file params/demo.json -p folds_dir $(OUT)/folds/synthetic_$(KFOLDS)CV \
 		-p out_dir $(OUT)/runs -p run_name $(RUN)
-	$(VENV)/bin/papermill -k $(KERNEL) --cwd notebooks notebooks/03_extract_posteriors.ipynb $(OUT)/runs/$(RUN)/notebooks/03_extract_posteriors.ipynb \
+	$(VENV)/bin/papermill -k $(KERNEL) --cwd notebooks notebooks/03_extract_posteriors.ipynb $(OUT)/notebooks/$(RUN)/03_extract_posteriors.ipynb \
 		-p kfolds $(KFOLDS) -p run_dir $(OUT)/runs/$(RUN)
-	$(VENV)/bin/papermill -k $(KERNEL) --cwd notebooks notebooks/04_analysis.ipynb $(OUT)/runs/$(RUN)/notebooks/04_analysis.ipynb \
+	$(VENV)/bin/papermill -k $(KERNEL) --cwd notebooks notebooks/04_analysis.ipynb $(OUT)/notebooks/$(RUN)/04_analysis.ipynb \
 		-p run_dir $(OUT)/runs/$(RUN)
-	@echo "Main job done: everything is in $(OUT)/runs/$(RUN)"
+	@echo "Main job done: the run is in $(OUT)/runs/$(RUN), the executed notebooks in $(OUT)/notebooks/$(RUN)"
 
 test: $(STAMP)
 	$(PY) -m pytest -q

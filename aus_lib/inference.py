@@ -37,14 +37,26 @@ class Predictions:
         return self.logits.argmax(axis=1)
 
 
-@torch.no_grad()
 def predict(model: torch.nn.Module, data: dataset.ClipData, batch_size: int = 256,
-            device: str | torch.device = "cpu", normalization=None) -> Predictions:
+            device: str | torch.device = "cpu", normalization=None, num_threads: int | None = 1) -> Predictions:
     """Logits and per-frame attention for every clip of ``data`` (eval mode, no gradients).
 
     Clips are batched in length order so little padding is computed; outputs come back in
-    the order of ``data``.
+    the order of ``data``. On CPU, ``num_threads`` caps torch's threads while predicting: the
+    LSTM's per-frame steps are too small to share between threads, and a second thread that
+    competes with another busy process slowed it a hundredfold on a 2-core machine.
     """
+    previous = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    try:
+        return _predict(model, data, batch_size, device, normalization)
+    finally:
+        torch.set_num_threads(previous)
+
+
+@torch.no_grad()
+def _predict(model, data, batch_size, device, normalization) -> Predictions:
     from aus_lib.train import apply_normalization
 
     model = model.to(device).eval()

@@ -36,3 +36,36 @@ def tiny_synthetic(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synthetic")
     synthetic.generate(out, seed=2020, actors=[1, 2, 3, 4])
     return out
+
+
+TINY_PARAMS = {
+    "name": "tiny", "model_name": "Sequence1Modal", "input_size": 35,
+    "model_params": {"encoder": {"dim": 8, "layers": 2, "dropout": 0.3, "bidirectional": True},
+                     "attention": {"layers": 2, "dropout": 0.3, "activation": "tanh", "context": False}},
+    "batch_size": 32, "lr": 0.005, "patience": 30, "epochs": 2, "seed": 7, "num_threads": 1,
+}
+
+
+@pytest.fixture(scope="session")
+def tiny_params(tmp_path_factory) -> Path:
+    import json
+
+    path = tmp_path_factory.mktemp("params") / "tiny.json"
+    path.write_text(json.dumps(TINY_PARAMS))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_synthetic, tiny_params, tmp_path_factory) -> Path:
+    """A finished 2-fold run on the tiny synthetic set, with its posteriors."""
+    from aus_lib import folds, inference, runs, train
+    from aus_lib.config import load_config
+
+    root = tmp_path_factory.mktemp("tiny_run")
+    cfg = load_config(tiny_params, {"kfolds": 2})
+    manifest = folds.load_or_make(root / "folds", 2, aus_dir=tiny_synthetic, seed=7)
+    run_dir = runs.prepare_run_dir(root / "runs", "r1", train.run_fingerprint(cfg, manifest))
+    train.train_cv(cfg, manifest, run_dir, progress=False)
+    runs.set_latest(root / "runs", run_dir)
+    inference.extract_posteriors(run_dir, "val", progress=False)
+    return run_dir
