@@ -16,7 +16,8 @@ from aus_lib.paths import OUTPUTS, resolve
 def _make_folds(args) -> None:
     from aus_lib import dataset, folds
 
-    manifest = dataset.build_manifest(dataset.resolve_aus_dir(args.aus_dir, seed=args.seed), recursive=args.recursive)
+    manifest = dataset.build_manifest(dataset.resolve_aus_dir(args.aus_dir, seed=args.seed), recursive=args.recursive,
+                                      strict=args.strict)
     out = resolve(args.out_dir) if args.out_dir else OUTPUTS / "folds" / f"{'synthetic' if args.aus_dir is None else 'data'}_{args.kfolds}CV"
     table = folds.make_fold_files(manifest, out, args.kfolds, args.seed, overwrite=args.overwrite)
     print(f"{len(table)} clips, {table['actor'].nunique()} actors -> {args.kfolds} folds written to {out}")
@@ -78,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", help="where the fold lists go (default outputs/folds/<data>_<K>CV)")
     p.add_argument("--seed", type=int, default=2020)
     p.add_argument("--recursive", action="store_true", help="also look in subfolders")
+    p.add_argument("--strict", action="store_true", help="refuse AU values out of range instead of warning")
     p.add_argument("--overwrite", action="store_true", help="replace fold files of another split")
     p.set_defaults(func=_make_folds)
 
