@@ -125,6 +125,7 @@ def prepare_run_dir(out_dir: str | os.PathLike, run_name: str, fingerprint: dict
                         f"Cannot resume {run_dir}: it was started with a different configuration "
                         f"(differs in {', '.join(diffs)}). Use another run_name, or the same settings."
                     )
+            remove_stale_temporaries(run_dir)
             return run_dir
         if overwrite:
             aside = run_dir.with_name(f"{run_name}.replaced-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}")
@@ -138,6 +139,14 @@ def prepare_run_dir(out_dir: str | os.PathLike, run_name: str, fingerprint: dict
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(marker, fingerprint)
     return run_dir
+
+
+def remove_stale_temporaries(run_dir: str | os.PathLike) -> list[Path]:
+    """Delete temporary files a killed process left behind (never a final file)."""
+    stale = [p for p in Path(run_dir).rglob(".*.tmp*") if p.is_file() and ".tmp" in p.name]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def mark_done(run_dir: str | os.PathLike, summary: dict | None = None) -> None:

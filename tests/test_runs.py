@@ -81,3 +81,12 @@ def test_full_disk_is_explained_and_keeps_the_old_file(tmp_path, monkeypatch):
         runs.atomic_write_text(target, "new")
     assert target.read_text() == "old"
     assert os.listdir(tmp_path) == ["checkpoint.pt"]
+
+
+def test_resume_removes_temporaries_of_a_killed_process(tmp_path):
+    run = runs.prepare_run_dir(tmp_path, "r1", {"seed": 1})
+    (run / "fold_1").mkdir()
+    (run / "fold_1" / ".state.abc.pt.tmp.pt").write_bytes(b"half")
+    (run / "fold_1" / "state.pt").write_bytes(b"whole")
+    runs.prepare_run_dir(tmp_path, "r1", {"seed": 1}, resume=True)
+    assert sorted(p.name for p in (run / "fold_1").iterdir()) == ["state.pt"]
