@@ -31,6 +31,7 @@ kernel: $(STAMP)
 
 # The main job: synthetic data (generated on first use) -> folds -> 5-fold CV -> posteriors -> analysis.
 run: $(STAMP)
+	@$(PY) -c "from aus_lib.notebooks import check_kernel; check_kernel()"
 	@mkdir -p $(OUT)/notebooks/$(RUN)
 	$(VENV)/bin/papermill -k $(KERNEL) --cwd notebooks notebooks/01_make_folds.ipynb $(OUT)/notebooks/$(RUN)/01_make_folds.ipynb \
 		-p kfolds $(KFOLDS) -p out_dir $(OUT)/folds/synthetic_$(KFOLDS)CV

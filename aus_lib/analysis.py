@@ -241,7 +241,7 @@ def comparison_table(run_summary: pd.DataFrame, baselines: Mapping[str, pd.DataF
         rows.append(from_summary(name, summary, "baseline, same folds", ""))
     for model, r in PAPER_RESULTS.iterrows():
         label = model if r["features"] in ("video", "none") else f"{model}, {r['features']}"
-        if r["normalization"]:
+        if isinstance(r["normalization"], str):
             label += f", {r['normalization']}"
         rows.append({"model": label, "accuracy": r["accuracy"], "ci95": r["ci95"], "uar": np.nan, "f1": np.nan,
                      "n": pd.NA, "source": "paper", "note": ""})

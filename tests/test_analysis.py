@@ -225,3 +225,15 @@ def test_attention_on_the_last_frame_lands_in_the_last_bin():
 def test_attention_profile_rejects_all_zero_weights():
     with pytest.raises(ValueError, match="clip 1: attention weights must be"):
         mean_attention_profile([np.ones(3), np.zeros(3)], ["happy", "sad"])
+
+
+def test_comparison_rows_of_the_paper_have_readable_names():
+    import pandas as pd
+
+    from aus_lib.analysis import comparison_table
+
+    summary = pd.DataFrame({"n": [10, 10], "accuracy": [0.5, 0.5], "uar": [0.5, 0.5], "f1": [0.5, 0.5]},
+                           index=pd.Index(["1", "mean"], dtype=object))
+    names = comparison_table(summary, {}, "inner").index.tolist()
+    assert not any("nan" in n for n in names), names
+    assert "MLP (80), averaged AUs, min-max" in names
