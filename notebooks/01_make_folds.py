@@ -32,6 +32,11 @@
 # %%
 # %load_ext autoreload
 # %autoreload 2
+try:
+    import aus_lib
+except ModuleNotFoundError as exc:
+    raise ModuleNotFoundError("This kernel's Python has no aus_lib: pick the kernel 'Python (aus_lib)' "
+                              "(`make venv` registers it) or run papermill with `-k aus-lib`.") from exc
 
 # %% tags=["parameters"]
 aus_dir: "Optional[str]" = None                          # folder of per-clip AU CSVs; None: the built-in synthetic data set

@@ -2,6 +2,11 @@
 # jupyter:
 #   jupytext:
 #     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python (aus_lib)
 #     language: python
@@ -27,6 +32,11 @@
 # %%
 # %load_ext autoreload
 # %autoreload 2
+try:
+    import aus_lib
+except ModuleNotFoundError as exc:
+    raise ModuleNotFoundError("This kernel's Python has no aus_lib: pick the kernel 'Python (aus_lib)' "
+                              "(`make venv` registers it) or run papermill with `-k aus-lib`.") from exc
 
 # %% tags=["parameters"]
 params_file: str = "params/RAVDESS_AUs_posteriors.json"  # posteriors config, original schema
