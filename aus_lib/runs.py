@@ -20,6 +20,10 @@ DONE_MARKER = "DONE"          # written when a run has finished all its folds
 LATEST = "latest"             # text file in the outputs folder naming the newest run
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 class RunExistsError(FileExistsError):
     """A finished or foreign run is in the way."""
 
@@ -42,6 +46,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp makes owner-only files; give the final file the permissions open() would.
+        os.chmod(tmp_path, 0o666 & ~_UMASK)
         os.replace(tmp_path, path)
     except OSError as exc:
         tmp_path.unlink(missing_ok=True)

@@ -90,3 +90,10 @@ def test_resume_removes_temporaries_of_a_killed_process(tmp_path):
     (run / "fold_1" / "state.pt").write_bytes(b"whole")
     runs.prepare_run_dir(tmp_path, "r1", {"seed": 1}, resume=True)
     assert sorted(p.name for p in (run / "fold_1").iterdir()) == ["state.pt"]
+
+
+def test_atomic_files_get_ordinary_permissions(tmp_path):
+    path = runs.atomic_write_text(tmp_path / "a.txt", "x")
+    reference = tmp_path / "b.txt"
+    reference.write_text("x")
+    assert path.stat().st_mode & 0o777 == reference.stat().st_mode & 0o777
