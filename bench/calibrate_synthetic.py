@@ -10,7 +10,6 @@ given crude timing features too, which shows how much information the averages l
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,12 +17,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from aus_lib import paths, synthetic  # noqa: E402
-from aus_lib.folds import PAPER_FOLDS  # noqa: E402
-from aus_lib.openface import AU_INTENSITY  # noqa: E402
-from aus_lib.ravdess import parse_name  # noqa: E402
+from aus_lib import paths, synthetic
+from aus_lib.folds import PAPER_FOLDS
+from aus_lib.openface import AU_INTENSITY
+from aus_lib.ravdess import parse_name
 
 
 def timing_features(clip: pd.DataFrame) -> np.ndarray:
