@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 import pandas as pd
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
@@ -244,7 +245,9 @@ def static_cv_predictions(table: pd.DataFrame | str | os.PathLike, model: str, p
             X_train = scaler.fit_transform(X_train)
             X_test = scaler.transform(X_test)
         clf = make_classifier(model, param)
-        clf.fit(X_train, y_all[~test])
+        # One BLAS thread: these matrices are small, and extra threads only contend for the cores.
+        with threadpool_limits(1):
+            clf.fit(X_train, y_all[~test])
         pred = clf.predict(X_test)
         parts.append(pd.DataFrame({
             "clip": data["clip"].to_numpy()[test],
