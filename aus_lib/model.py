@@ -8,6 +8,12 @@ parameters (the state_dict of a plain ``nn.LSTM``), so a checkpoint loads into e
   lengths, friendlier to GPUs and ``torch.compile``). Each backward direction runs over the
   clip reversed *within its own length*, so it starts at the clip's last real frame rather than
   in the padding; real frames get the same outputs as the packed path.
+
+Both paths run the encoder one layer at a time and apply the inter-layer dropout to the padded
+``[batch, frames, features]`` tensor, so in training they draw the same dropout masks too and
+differ only by float rounding. With a :class:`DropoutNoise` the masks come from its generator,
+drawn at a fixed padded length, so a clip gets the same masks whatever the batch is cut to and
+whichever thread trains it.
 """
 from __future__ import annotations
 
@@ -16,7 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 ACTIVATIONS = ("tanh", "relu")
 
@@ -78,9 +84,51 @@ def reverse_within_lengths(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tens
     return x.gather(1, index.unsqueeze(2).expand_as(x))
 
 
+@dataclass
+class DropoutNoise:
+    """Where training-time dropout masks come from: ``generator``, drawn at ``frames`` padded frames.
+
+    A mask is drawn for ``[batch, frames, ...]`` and cut to the batch's frames, so a clip's masks
+    do not depend on how far its batch is padded. ``generator`` must live on the data's device.
+    """
+
+    generator: torch.Generator
+    frames: int
+
+
+def dropout_scale(rows: int, frames: int, features: tuple[int, ...], p: float, noise: DropoutNoise,
+                  device: torch.device) -> torch.Tensor:
+    """The factor[rows, frames, *features] inverted dropout multiplies by: 0 or 1 / (1 - p).
+
+    Uniform draws (faster than ``bernoulli_`` on the CPU) at ``noise.frames``, cut to ``frames``.
+    """
+    if frames > noise.frames:
+        raise ValueError(f"DropoutNoise.frames={noise.frames} is shorter than the batch ({frames} frames); "
+                         "draw the noise at the data set's padded length.")
+    draws = torch.rand((rows, noise.frames, *features), generator=noise.generator, device=device)
+    return (draws[:, :frames] >= p).to(torch.float32) * (1.0 / (1.0 - p))
+
+
+def dropout(x: torch.Tensor, p: float, training: bool, noise: DropoutNoise | None = None) -> torch.Tensor:
+    """Inverted dropout of x[B, T, ...]: ``F.dropout`` (global RNG) without ``noise``, else masks from it."""
+    if not training or p == 0:
+        return x
+    if noise is None:
+        return F.dropout(x, p, True)
+    return x * dropout_scale(x.size(0), x.size(1), tuple(x.shape[2:]), p, noise, x.device).to(x.dtype)
+
+
 def _is_compiling() -> bool:
     is_compiling = getattr(torch.compiler, "is_compiling", None)
     return bool(is_compiling and is_compiling())
+
+
+def _lstm(x: torch.Tensor, zeros: torch.Tensor, params: list[torch.Tensor], train: bool) -> torch.Tensor:
+    """A one-layer unidirectional LSTM over x[B, T, F] from a zero state: its output [B, T, H]."""
+    # The functional op behind nn.LSTM: (input, hx, params, has_biases, num_layers,
+    # dropout, train, bidirectional, batch_first) -> (output, h_n, c_n).
+    out, _, _ = torch.lstm(x, (zeros, zeros), params, True, 1, 0.0, train, False, True)
+    return out
 
 
 def _check_inputs(x: torch.Tensor, lengths: torch.Tensor, input_size: int) -> None:
@@ -123,14 +171,18 @@ class SelfAttentionPooling(nn.Module):
         blocks += [nn.Linear(size_in, 1), act(), nn.Dropout(dropout)]
         self.scorer = nn.Sequential(*blocks)
 
-    def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, frames: torch.Tensor, mask: torch.Tensor,
+                noise: DropoutNoise | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """frames[B, T, H], mask[B, T] (True = real) -> (representation[B, H], weights[B, T])."""
         features = frames
         if self.context:
             weights = mask.unsqueeze(2).to(frames.dtype)
             mean = (frames * weights).sum(1) / weights.sum(1)
             features = torch.cat([frames, mean.unsqueeze(1).expand_as(frames)], dim=2)
-        scores = self.scorer(features).squeeze(2)
+        for block in self.scorer:
+            is_dropout = isinstance(block, nn.Dropout)
+            features = dropout(features, block.p, self.training, noise) if is_dropout else block(features)
+        scores = features.squeeze(2)
         scores = scores.masked_fill(~mask, float("-inf"))
         weights = torch.softmax(scores, dim=1)
         # masked_fill again so a padded frame that holds inf/nan cannot leak in as 0 * inf.
@@ -160,23 +212,48 @@ class Sequence1Modal(nn.Module):
         )
         self.classifier = nn.Linear(cfg.hidden_size, cfg.n_classes)
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x[B, T, input_size] (right-padded), lengths[B] -> (logits[B, C], attention[B, T])."""
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor,
+                noise: DropoutNoise | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """x[B, T, input_size] (right-padded), lengths[B] -> (logits[B, C], attention[B, T]).
+
+        ``noise`` only matters in training mode: where the dropout masks come from.
+        """
         if self.packed:
             lengths = lengths.to("cpu", torch.int64)  # packing wants the lengths on the host
         _check_inputs(x, lengths, self.cfg.input_size)
         mask = lengths_to_mask(lengths.to(x.device), x.size(1))
-        frames = self._encode_packed(x, lengths) if self.packed else self._encode_masked(x, lengths, mask)
-        representation, attention = self.attention(frames, mask)
+        if self.packed:
+            frames = self._encode_packed(x, lengths, noise)
+        else:
+            frames = self._encode_masked(x, lengths, mask, noise)
+        representation, attention = self.attention(frames, mask, noise)
         return self.classifier(representation), attention
 
-    def _encode_packed(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-        out, _ = self.encoder(packed)
-        frames, _ = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
-        return frames
+    def _layer_params(self, layer: int) -> list[torch.Tensor]:
+        """``self.encoder``'s weights of one layer, both directions, in ``torch.lstm``'s order."""
+        directions = ("", "_reverse") if self.cfg.bidirectional else ("",)
+        names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+        return [getattr(self.encoder, f"{name}_l{layer}{suffix}") for suffix in directions for name in names]
 
-    def _encode_masked(self, x: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def _encode_packed(self, x: torch.Tensor, lengths: torch.Tensor, noise: DropoutNoise | None) -> torch.Tensor:
+        """One packed LSTM call per layer; dropout between layers on the padded tensor, as the masked path."""
+        directions = 2 if self.cfg.bidirectional else 1
+        zeros = x.new_zeros(directions, x.size(0), self.cfg.encoder_dim)
+        h = x
+        for layer in range(self.cfg.encoder_layers):
+            if layer > 0:
+                h = dropout(h, self.encoder.dropout, self.training, noise)
+            packed = pack_padded_sequence(h, lengths, batch_first=True, enforce_sorted=False)
+            # The functional op behind nn.LSTM on packed input: (data, batch_sizes, hx, params,
+            # has_biases, num_layers, dropout, train, bidirectional) -> (data, h_n, c_n).
+            out, _, _ = torch.lstm(packed.data, packed.batch_sizes, (zeros, zeros), self._layer_params(layer),
+                                   True, 1, 0.0, self.training, self.cfg.bidirectional)
+            packed_out = PackedSequence(out, packed.batch_sizes, packed.sorted_indices, packed.unsorted_indices)
+            h, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=x.size(1))
+        return h
+
+    def _encode_masked(self, x: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor,
+                       noise: DropoutNoise | None) -> torch.Tensor:
         """Same result as the packed path on real frames, zeros on padded ones (as packing gives)."""
         keep = mask.unsqueeze(2)
         lengths = lengths.to(x.device)
@@ -184,7 +261,7 @@ class Sequence1Modal(nn.Module):
         h = x
         for layer in range(self.cfg.encoder_layers):
             if layer > 0:
-                h = F.dropout(h, self.encoder.dropout, self.training)
+                h = dropout(h, self.encoder.dropout, self.training, noise)
             outputs = []
             for suffix in directions:
                 inp = reverse_within_lengths(h, lengths) if suffix else h
@@ -194,18 +271,16 @@ class Sequence1Modal(nn.Module):
             h = torch.cat(outputs, dim=2).masked_fill(~keep, 0.0)
         return h
 
-    # Kept out of torch.compile graphs: AOT autograd fails on a traced torch.lstm (torch 2.13),
-    # and the fused LSTM kernel it would run eagerly is already the fast part.
-    @torch.compiler.disable
     def _run_direction(self, x: torch.Tensor, layer: int, suffix: str) -> torch.Tensor:
         """One layer, one direction of ``self.encoder`` as a unidirectional LSTM over x[B, T, F]."""
         names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
         params = [getattr(self.encoder, f"{name}_l{layer}{suffix}") for name in names]
         zeros = x.new_zeros(1, x.size(0), self.cfg.encoder_dim)
-        # The functional op behind nn.LSTM: (input, hx, params, has_biases, num_layers,
-        # dropout, train, bidirectional, batch_first) -> (output, h_n, c_n).
-        out, _, _ = torch.lstm(x, (zeros, zeros), params, True, 1, 0.0, self.training, False, True)
-        return out
+        # Kept out of torch.compile graphs: AOT autograd fails on a traced torch.lstm (torch 2.13),
+        # and the fused LSTM kernel it would run eagerly is already the fast part. Wrapped only
+        # while compiling: torch.compiler.disable imports torch._dynamo (about 70 MB of memory).
+        run = torch.compiler.disable(_lstm) if _is_compiling() else _lstm
+        return run(x, zeros, params, self.training)
 
 
 def count_parameters(model: nn.Module) -> int:

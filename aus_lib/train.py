@@ -4,8 +4,13 @@ One fold: class-weighted cross-entropy, Adam, gradient-norm clipping, random min
 from the cached padded tensors, validation after every epoch, early stopping on weighted F1,
 the best epoch's weights kept. Everything a fold needs to continue after an interruption is
 saved at the end of every epoch (``fold_<k>/state.pt``), and every random draw of an epoch is
-seeded from ``(seed, fold, epoch)``, so a resumed fold ends exactly where an uninterrupted one
-would, and a fold's result does not depend on which folds ran before it.
+seeded from ``(seed, fold, epoch)`` (its own generators, never the global RNG), so a resumed fold
+ends exactly where an uninterrupted one would, and a fold's result does not depend on which
+folds ran before it, or beside it.
+
+Execution (``cfg.engine``): ``"plain"`` trains the folds one after the other with the packed
+model; ``"batched"`` (the default) trains them together with the masked model
+(:mod:`aus_lib.engine`), computing for each fold what training it alone computes.
 
 Model selection (``cfg.selection``):
 
@@ -23,6 +28,7 @@ import json
 import os
 import platform
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -40,7 +46,7 @@ from aus_lib import analysis, plots, runs
 from aus_lib.config import Config, build_config
 from aus_lib.dataset import ClipData, load_clips
 from aus_lib.folds import assign_folds, check_training_emotions, folds_from_manifest, make_folds
-from aus_lib.model import Sequence1Modal, lengths_to_mask
+from aus_lib.model import DropoutNoise, Sequence1Modal, lengths_to_mask
 from aus_lib.ravdess import LABELS
 
 METRICS = ("accuracy", "precision", "recall", "f1", "uar", "loss")
@@ -48,8 +54,13 @@ HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_acc
                    "val_recall", "val_f1", "best", "seconds")
 # Settings that may change when a run is resumed: where it runs, not what it computes.
 RESUMABLE_CHANGES = ("device", "num_threads")
-EVAL_BATCH = 256          # evaluation batch size: no gradients, so larger batches are cheap
+# Evaluation batch size. Not larger: on the CPU the LSTM is no faster per clip in bigger batches,
+# and a batch of 256 clips peaks at ~110 MB against ~30 MB for 64 (two folds train side by side).
+EVAL_BATCH = 64
 QUIET_MININTERVAL = 10.0  # seconds between progress refreshes when nobody watches a terminal
+NOISE_STREAM = 1          # mixed into an epoch's seed for its dropout generator (the order uses the seed itself)
+# Model construction draws the initial weights from the global RNG: one fold at a time.
+_GLOBAL_RNG = threading.Lock()
 
 
 class TrainError(ValueError):
@@ -263,6 +274,15 @@ class FoldTensors:
     labels: torch.Tensor    # [N]
     host_lengths: np.ndarray  # the same lengths on the host, to cut batches without a device sync
 
+    @property
+    def device(self) -> torch.device:
+        return self.features.device
+
+    @property
+    def frames(self) -> int:
+        """The padded length: every clip fits, and training draws its dropout masks at it."""
+        return self.features.size(1)
+
     def batch(self, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Clips ``index``, cut to the longest of them."""
         frames = int(self.host_lengths[index].max())
@@ -301,16 +321,31 @@ def evaluate(model: Sequence1Modal, tensors: FoldTensors, index: np.ndarray,
     return metrics, y_true, y_pred
 
 
+def batch_order(index: np.ndarray, epoch_seed: int) -> np.ndarray:
+    """The clips of ``index`` in one epoch's random order (mini-batches are consecutive slices)."""
+    return index[torch.randperm(len(index), generator=torch.Generator().manual_seed(epoch_seed)).numpy()]
+
+
+def epoch_noise(epoch_seed: int, device: torch.device, frames: int) -> DropoutNoise:
+    """The dropout masks of one epoch: their own generator, seeded from the epoch's seed only."""
+    seed = int(np.random.SeedSequence([epoch_seed, NOISE_STREAM]).generate_state(1)[0])
+    return DropoutNoise(torch.Generator(device=device).manual_seed(seed), frames)
+
+
 def train_epoch(model: Sequence1Modal, optimizer: torch.optim.Optimizer, tensors: FoldTensors,
                 index: np.ndarray, weights: torch.Tensor, cfg: Config, epoch_seed: int) -> tuple[float, float]:
-    """One pass over ``index`` in random mini-batches; (weighted mean loss, accuracy) as accumulated."""
+    """One pass over ``index`` in random mini-batches; (weighted mean loss, accuracy) as accumulated.
+
+    The order and the dropout masks come from generators seeded with ``epoch_seed`` alone (never
+    the global RNG), so folds trained side by side in threads cannot disturb each other.
+    """
     model.train()
-    torch.manual_seed(epoch_seed)  # dropout masks
-    order = index[torch.randperm(len(index), generator=torch.Generator().manual_seed(epoch_seed)).numpy()]
+    order = batch_order(index, epoch_seed)
+    noise = epoch_noise(epoch_seed, tensors.device, tensors.frames)
     sums = torch.zeros(3, device=weights.device)  # weighted loss, weight, correct
     for start in range(0, len(order), cfg.batch_size):
         x, lengths, y = tensors.batch(order[start:start + cfg.batch_size])
-        logits, _ = model(x, lengths)
+        logits, _ = model(x, lengths, noise)
         loss_sum = F.cross_entropy(logits, y, weight=weights, reduction="sum")
         weight_sum = weights[y].sum()
         optimizer.zero_grad(set_to_none=True)
@@ -341,77 +376,130 @@ def _plain(state: Mapping) -> dict:
     return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
 
 
+def initial_model(cfg: Config, k: int, packed: bool, device: torch.device) -> Sequence1Modal:
+    """Fold k's untrained model: weights drawn from ``fold_seed(seed, k)`` (under a lock: the global RNG)."""
+    with _GLOBAL_RNG:
+        torch.manual_seed(fold_seed(cfg.seed, k))
+        model = Sequence1Modal(cfg.model_config(), packed=packed)
+    return model.to(device)
+
+
+class FoldRun:
+    """One fold's training state, advanced one epoch at a time (see the module docstring).
+
+    :func:`train_fold` runs one to the end; :mod:`aus_lib.engine` interleaves several, or
+    computes their epochs together and hands each fold its results through :meth:`record`.
+    With ``resume`` an existing ``fold_dir/state.pt`` is continued from its last finished epoch.
+    """
+
+    def __init__(self, cfg: Config, data: ClipData, k: int, split: FoldSplit, fold_dir: str | os.PathLike, *,
+                 packed: bool, device: torch.device, resume: bool = True) -> None:
+        self.cfg, self.data, self.k, self.split = cfg, data, k, split
+        self.fold_dir = Path(fold_dir)
+        self.device = device
+        self.params = cfg.to_params()
+        self.model = initial_model(cfg, k, packed, device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.stopper = EarlyStopping(cfg.patience, cfg.min_change, cfg.base)
+        self.normalization = fit_normalization(data, split.train, cfg.preprocessor)
+        self.tensors = fold_tensors(data, self.normalization, device)
+        self.weights = class_weights(data.labels[split.train]).to(device)
+        self.history: list[dict] = []
+        self.best_model: dict | None = None
+        state_path = self.fold_dir / "state.pt"
+        if resume and state_path.is_file():
+            state = torch.load(state_path, map_location=device, weights_only=True)
+            diffs = _differences(state["params"], self.params)
+            if diffs:
+                raise TrainError(f"Cannot resume {state_path}: it was trained with different settings "
+                                 f"({', '.join(diffs)}). Use another run folder, or the same settings.")
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.stopper.load_state_dict(state["early_stopping"])
+            self.history, self.best_model = state["history"], state["best_model"]
+
+    @property
+    def done(self) -> bool:
+        return self.stopper.should_stop or len(self.history) >= self.cfg.epochs
+
+    @property
+    def next_epoch(self) -> int:
+        return len(self.history) + 1
+
+    def train_and_validate(self) -> tuple[float, float, dict]:
+        """Train the next epoch and validate: (train loss, train accuracy, validation metrics)."""
+        train_loss, train_accuracy = train_epoch(self.model, self.optimizer, self.tensors, self.split.train,
+                                                 self.weights, self.cfg,
+                                                 fold_seed(self.cfg.seed, self.k, self.next_epoch))
+        val, _, _ = evaluate(self.model, self.tensors, self.split.val, self.weights)
+        return train_loss, train_accuracy, val
+
+    def record(self, train_loss: float, train_accuracy: float, val: Mapping, seconds: float) -> dict:
+        """Early stopping, the best weights, the history row and ``state.pt`` for the epoch just trained
+        (``self.model`` and ``self.optimizer`` hold its end state); returns the history row."""
+        epoch = self.next_epoch
+        improved = self.stopper.step(epoch, val["f1"])
+        if improved:
+            self.best_model = _plain(self.model.state_dict())
+        self.history.append({"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_accuracy,
+                             "val_loss": val["loss"], "val_accuracy": val["accuracy"],
+                             "val_precision": val["precision"], "val_recall": val["recall"], "val_f1": val["f1"],
+                             "best": improved, "seconds": seconds})
+        runs.atomic_torch_save(self.fold_dir / "state.pt", {
+            "params": self.params, "fold": self.k, "epoch": epoch, "model": _plain(self.model.state_dict()),
+            "optimizer": self.optimizer.state_dict(), "early_stopping": self.stopper.state_dict(),
+            "history": self.history, "best_model": self.best_model})
+        return self.history[-1]
+
+    def run_epoch(self) -> dict:
+        """Train, validate and record the next epoch; its history row."""
+        started = time.perf_counter()
+        train_loss, train_accuracy, val = self.train_and_validate()
+        return self.record(train_loss, train_accuracy, val, time.perf_counter() - started)
+
+    def finish(self) -> FoldResult:
+        """Load the best epoch's weights, evaluate the test fold and write the fold's files."""
+        best_epoch = self.stopper.best_epoch
+        best_model = self.best_model
+        if best_model is None:
+            best_epoch = self.history[-1]["epoch"]
+            best_model = _plain(self.model.state_dict())
+            warnings.warn(f"Fold {self.k}: no epoch's validation F1 beat base={self.cfg.base} (+ min_change="
+                          f"{self.cfg.min_change}); the last epoch ({best_epoch}) is saved as the checkpoint.",
+                          stacklevel=3)
+        self.model.load_state_dict(best_model)
+        return _finish_fold(self.cfg, self.data, self.k, self.split, self.fold_dir, self.model, self.tensors,
+                            self.weights, self.normalization,
+                            pd.DataFrame(self.history, columns=list(HISTORY_COLUMNS)), best_epoch)
+
+
+def report_epoch(bar: tqdm | None, run: FoldRun, row: dict) -> None:
+    """Advance the progress bar by one epoch of ``run``."""
+    if bar is not None:
+        bar.update(1)
+        bar.set_postfix({"fold": run.k, "val_f1": f"{row['val_f1']:.3f}", "best_epoch": run.stopper.best_epoch},
+                        refresh=False)
+
+
 def train_fold(cfg: Config, data: ClipData, k: int, split: FoldSplit, fold_dir: str | os.PathLike, *,
                packed: bool = True, device: torch.device | None = None, resume: bool = True,
                bar: tqdm | None = None, on_epoch_end: EpochHook | None = None) -> FoldResult:
-    """Train fold ``k`` and write its outputs to ``fold_dir`` (see the module docstring).
+    """Train fold ``k`` to the end, alone, and write its outputs to ``fold_dir`` (see :class:`FoldRun`).
 
-    With ``resume`` an existing ``fold_dir/state.pt`` is continued from its last finished epoch.
     ``on_epoch_end`` is called after each epoch's state is saved (tests use it to interrupt).
     """
-    fold_dir = Path(fold_dir)
-    device = device or resolve_device(cfg.device)
-    state_path = fold_dir / "state.pt"
-    params = cfg.to_params()
-
-    torch.manual_seed(fold_seed(cfg.seed, k))  # initial weights
-    model = Sequence1Modal(cfg.model_config(), packed=packed).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    stopper = EarlyStopping(cfg.patience, cfg.min_change, cfg.base)
-    normalization = fit_normalization(data, split.train, cfg.preprocessor)
-    tensors = fold_tensors(data, normalization, device)
-    weights = class_weights(data.labels[split.train]).to(device)
-    history: list[dict] = []
-    best_model: dict | None = None
-
-    if resume and state_path.is_file():
-        state = torch.load(state_path, map_location=device, weights_only=True)
-        diffs = _differences(state["params"], params)
-        if diffs:
-            raise TrainError(f"Cannot resume {state_path}: it was trained with different settings ({', '.join(diffs)}). "
-                             "Use another run folder, or the same settings.")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        stopper.load_state_dict(state["early_stopping"])
-        history, best_model = state["history"], state["best_model"]
-        if bar is not None:
-            bar.update(len(history))
-
-    for epoch in range(len(history) + 1, cfg.epochs + 1):
-        if stopper.should_stop:
-            break
-        started = time.perf_counter()
-        train_loss, train_accuracy = train_epoch(model, optimizer, tensors, split.train, weights, cfg,
-                                                 fold_seed(cfg.seed, k, epoch))
-        val, _, _ = evaluate(model, tensors, split.val, weights)
-        improved = stopper.step(epoch, val["f1"])
-        if improved:
-            best_model = _plain(model.state_dict())
-        history.append({"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_accuracy,
-                        "val_loss": val["loss"], "val_accuracy": val["accuracy"], "val_precision": val["precision"],
-                        "val_recall": val["recall"], "val_f1": val["f1"], "best": improved,
-                        "seconds": time.perf_counter() - started})
-        runs.atomic_torch_save(state_path, {
-            "params": params, "fold": k, "epoch": epoch, "model": _plain(model.state_dict()),
-            "optimizer": optimizer.state_dict(), "early_stopping": stopper.state_dict(),
-            "history": history, "best_model": best_model})
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix({"fold": k, "val_f1": f"{val['f1']:.3f}", "best_epoch": stopper.best_epoch}, refresh=False)
-        if on_epoch_end is not None:
-            on_epoch_end(k, epoch, history[-1])
+    run = FoldRun(cfg, data, k, split, fold_dir, packed=packed, device=device or resolve_device(cfg.device),
+                  resume=resume)
     if bar is not None:
-        bar.update(cfg.epochs - len(history))  # epochs skipped by early stopping
-
-    best_epoch = stopper.best_epoch
-    if best_model is None:
-        best_epoch = history[-1]["epoch"]
-        best_model = _plain(model.state_dict())
-        warnings.warn(f"Fold {k}: no epoch's validation F1 beat base={cfg.base} (+ min_change={cfg.min_change}); "
-                      f"the last epoch ({best_epoch}) is saved as the checkpoint.", stacklevel=2)
-    model.load_state_dict(best_model)
-    return _finish_fold(cfg, data, k, split, fold_dir, model, tensors, weights, normalization,
-                        pd.DataFrame(history, columns=list(HISTORY_COLUMNS)), best_epoch)
+        bar.update(len(run.history))
+    while not run.done:
+        row = run.run_epoch()
+        report_epoch(bar, run, row)
+        if on_epoch_end is not None:
+            on_epoch_end(k, row["epoch"], row)
+    if bar is not None:
+        bar.update(cfg.epochs - len(run.history))  # epochs skipped by early stopping
+    return run.finish()
 
 
 def _finish_fold(cfg: Config, data: ClipData, k: int, split: FoldSplit, fold_dir: Path, model: Sequence1Modal,
@@ -446,17 +534,44 @@ FoldTrainer = Callable[..., FoldResult]  # same signature as train_fold without 
 
 
 def fold_trainer(engine: str) -> FoldTrainer:
-    """The function that trains one fold for ``cfg.engine``.
+    """The function that trains one fold alone for ``cfg.engine``.
 
-    ``"plain"``: the packed model. ``"batched"``: the fixed-shape masked model in the same loop
-    (same results up to float rounding when encoder dropout is off; with it the dropout masks
-    are drawn differently), much faster than packing on CPU.
+    ``"plain"``: the packed model. ``"batched"``: the fixed-shape masked model in the same loop,
+    much faster than packing on the CPU; both draw the same random numbers, so they agree up to
+    float rounding. :func:`run_folds` is what a cross-validation uses: with ``"batched"`` it
+    trains the folds together (:mod:`aus_lib.engine`), with the same per-fold results.
     """
     if engine == "plain":
         return functools.partial(train_fold, packed=True)
     if engine == "batched":
         return functools.partial(train_fold, packed=False)
     raise TrainError(f"engine={engine!r}: use 'plain' or 'batched'.")
+
+
+@dataclass
+class FoldJob:
+    """A fold to train: its number, its split and its output folder."""
+
+    k: int
+    split: FoldSplit
+    fold_dir: Path
+
+
+def run_folds(cfg: Config, data: ClipData, jobs: list[FoldJob], *, device: torch.device, resume: bool = True,
+              bar: tqdm | None = None, on_epoch_end: EpochHook | None = None) -> list[FoldResult]:
+    """Train every job's fold for ``cfg.engine``; results in the order of ``jobs``.
+
+    ``"plain"``: one fold after another with :func:`train_fold`. ``"batched"``:
+    :func:`aus_lib.engine.train_together` (the folds side by side, same per-fold results).
+    """
+    if cfg.engine == "batched":
+        from aus_lib import engine  # builds on this module, so imported here
+
+        return engine.train_together(cfg, data, jobs, device=device, resume=resume, bar=bar,
+                                     on_epoch_end=on_epoch_end)
+    train_one = fold_trainer(cfg.engine)
+    return [train_one(cfg, data, job.k, job.split, job.fold_dir, device=device, resume=resume, bar=bar,
+                      on_epoch_end=on_epoch_end) for job in jobs]
 
 
 # --- the cross-validation run ------------------------------------------------------------------------
@@ -566,7 +681,6 @@ def train_cv(cfg: Config, manifest: pd.DataFrame, run_dir: str | os.PathLike, da
     if resume:
         _check_resumable(run_dir, params, manifest)
     device = resolve_device(cfg.device)
-    train_one = fold_trainer(cfg.engine)
 
     with torch_settings(cfg):
         runs.atomic_write_json(run_dir / "config.json", params)
@@ -576,21 +690,22 @@ def train_cv(cfg: Config, manifest: pd.DataFrame, run_dir: str | os.PathLike, da
         bar = tqdm(total=len(to_run) * cfg.epochs, desc=f"{cfg.name} {len(to_run)}-fold CV", unit="epoch",
                    disable=not progress, mininterval=0.1 if interactive else QUIET_MININTERVAL)
         results: list[FoldResult] = []
+        jobs: list[FoldJob] = []
         try:
             for k in to_run:
                 fold_dir = run_dir / f"fold_{k}"
                 if resume and runs.is_done(fold_dir):
                     results.append(_fold_from_disk(fold_dir))
                     bar.update(cfg.epochs)
-                    continue
-                split = split_fold(manifest, k, cfg)
-                result = train_one(cfg, data, k, split, fold_dir, device=device, resume=resume, bar=bar,
-                                   on_epoch_end=on_epoch_end)
-                results.append(result)
-                if progress:
+                else:
+                    jobs.append(FoldJob(k, split_fold(manifest, k, cfg), fold_dir))
+            trained = run_folds(cfg, data, jobs, device=device, resume=resume, bar=bar, on_epoch_end=on_epoch_end)
+            if progress:
+                for result in trained:
                     m = result.metrics
-                    bar.write(f"fold {k}: accuracy {m['accuracy']:.3f}  f1 {m['f1']:.3f}  "
+                    bar.write(f"fold {result.fold}: accuracy {m['accuracy']:.3f}  f1 {m['f1']:.3f}  "
                               f"best epoch {m['best_epoch']}/{m['epochs_run']}")
+            results = sorted(results + trained, key=lambda r: r.fold)
         finally:
             bar.close()
 

@@ -1,10 +1,15 @@
 """Tests for aus_lib.model: shapes, masking, the two encoder paths, checkpoints, learning."""
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
 from aus_lib.model import (
+    DropoutNoise,
     ModelConfig,
     SelfAttentionPooling,
     Sequence1Modal,
@@ -211,3 +216,66 @@ def test_lengths_may_be_int32(packed):
     net = model(packed)
     torch.testing.assert_close(net(x, lengths.int())[0], net(x, lengths)[0])
 
+
+
+# --- dropout masks: where they come from ------------------------------------------------------------
+
+def noise(seed: int = 7, frames: int = 12) -> DropoutNoise:
+    return DropoutNoise(torch.Generator().manual_seed(seed), frames)
+
+
+def dropout_model(packed: bool) -> Sequence1Modal:
+    torch.manual_seed(0)
+    return Sequence1Modal(ModelConfig(encoder_dim=8, encoder_layers=3), packed=packed).train()
+
+
+def test_packed_and_masked_paths_draw_the_same_dropout_masks():
+    """The paper's dropout (0.3) between layers and in the attention, in training mode."""
+    x, lengths = batch(b=6, t=12, seed=2)
+    packed, masked = dropout_model(True), dropout_model(False)
+    logits, attention = packed(x, lengths, noise())
+    logits2, attention2 = masked(x, lengths, noise())
+    torch.testing.assert_close(logits2, logits, rtol=0, atol=1e-5)
+    torch.testing.assert_close(attention2, attention, rtol=0, atol=1e-6)
+    assert not torch.allclose(masked(x, lengths, noise(seed=8))[0], logits2, atol=1e-3)  # the masks matter
+
+
+def test_without_noise_both_paths_draw_the_same_masks_from_the_global_rng():
+    x, lengths = batch(b=6, t=12, seed=2)
+    outputs = []
+    for packed in (True, False):
+        net = dropout_model(packed)
+        torch.manual_seed(3)
+        outputs.append(net(x, lengths)[0])
+    torch.testing.assert_close(outputs[1], outputs[0], rtol=0, atol=1e-5)
+
+
+def test_dropout_masks_do_not_depend_on_how_far_the_batch_is_padded():
+    x, lengths = batch(b=6, t=12, seed=2)
+    wider = torch.cat([x, torch.zeros(6, 3, 35)], dim=1)
+    net = dropout_model(False)
+    logits, attention = net(x, lengths, noise(frames=15))
+    logits2, attention2 = net(wider, lengths, noise(frames=15))
+    torch.testing.assert_close(logits2, logits, rtol=0, atol=1e-6)
+    torch.testing.assert_close(attention2[:, :12], attention, rtol=0, atol=1e-7)
+
+
+def test_noise_shorter_than_the_batch_is_refused():
+    x, lengths = batch(b=3, t=12)
+    with pytest.raises(ValueError, match="DropoutNoise.frames=10"):
+        dropout_model(False)(x, lengths, noise(frames=10))
+
+
+def test_masked_model_compiles_and_computes_the_same():
+    """torch.compile (here the aot_eager backend, no C++ compiler needed) keeps the LSTM out of its graphs."""
+    x, lengths = batch(seed=6)
+    net = model(False)
+    expected = net(x, lengths)[0]
+    compiled = torch.compile(net, backend="aot_eager")
+    torch.testing.assert_close(compiled(x, lengths)[0], expected, rtol=0, atol=1e-6)
+
+
+def test_importing_the_model_does_not_import_dynamo():
+    """torch._dynamo costs ~70 MB of memory; only a caller that compiles should pay it."""
+    code = "import sys, aus_lib.model; assert 'torch._dynamo' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
