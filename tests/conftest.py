@@ -21,6 +21,18 @@ def _isolated_cache(tmp_path, monkeypatch):
     monkeypatch.setattr(dataset, "CACHE_DIR", tmp_path / "cache")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """The test tensors are tiny: on a 2-core machine a second intra-op thread only contends for
+    the cores (a 15-step LSTM loop went from 0.4 s to 17 s while another process was busy)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def real_ravdess() -> Path:
     if not REAL_RAVDESS.is_dir():

@@ -18,14 +18,6 @@ from aus_lib.model import (
     reverse_within_lengths,
 )
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny: on a shared 2-core machine extra intra-op threads only
-    oversubscribe the cores (a 15-step LSTM training loop went from 0.4 s to 17 s)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 SMALL = dict(encoder_dim=8, attention_dropout=0.0, encoder_dropout=0.0)

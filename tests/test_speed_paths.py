@@ -23,12 +23,6 @@ STACKED_TOLERANCE = 1e-5  # the stacked engine's different matrix shapes round d
 BENCHMARK = Path(__file__).resolve().parents[1] / "bench" / "benchmark.py"
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def folds_of(tiny_synthetic, kfolds: int):

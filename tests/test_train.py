@@ -18,13 +18,6 @@ FAST = {"epochs": 3, "kfolds": 2, "batch_size": 32, "model_params.encoder.dim": 
         "num_threads": 1, "engine": "batched"}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One torch thread outside training too: on the shared 2-core machine two threads contend badly."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def make_cfg(**overrides):
