@@ -22,6 +22,16 @@ from aus_lib.ravdess import LABEL_INDEX, RavdessNameError, parse_name
 from aus_lib.runs import atomic_path
 
 
+# Clips parsed while a folder was validated, reused by load_clips in the same process: keyed by
+# (path, size, mtime_ns), so a file changed in between is read again.
+_PARSED: dict[tuple[str, int, int], np.ndarray] = {}
+
+
+def _file_key(path: str | os.PathLike) -> tuple[str, int, int]:
+    st = os.stat(path)
+    return (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
 class DataError(ValueError):
     """A data folder that cannot be used; the message lists every bad file."""
 
@@ -70,7 +80,9 @@ def build_manifest(aus_dir: str | os.PathLike, recursive: bool = False, strict: 
             continue
         seen[name.stem] = path
         try:
-            frames = len(openface.read_aus(path, strict=strict, min_frames=2))
+            table = openface.read_aus(path, strict=strict, min_frames=2)
+            frames = len(table)
+            _PARSED[_file_key(path)] = table.to_numpy(np.float32)
         except (ValueError, OSError) as exc:
             problems.append(str(exc))
             continue
@@ -126,8 +138,10 @@ def load_clips(manifest: pd.DataFrame, cache: bool = True, cache_dir: str | os.P
         if cache_file.is_file():
             with np.load(cache_file, allow_pickle=False) as z:
                 return ClipData(list(z["names"]), z["features"], z["lengths"], z["labels"], z["actors"])
-    arrays = [openface.read_aus(p).to_numpy(np.float32)
-              for p in tqdm(paths, desc="Loading AU clips", unit="clip", disable=not progress, mininterval=2)]
+    arrays = []
+    for p in tqdm(paths, desc="Loading AU clips", unit="clip", disable=not progress, mininterval=2):
+        parsed = _PARSED.pop(_file_key(p), None)
+        arrays.append(parsed if parsed is not None else openface.read_aus(p).to_numpy(np.float32))
     lengths = np.array([len(a) for a in arrays], dtype=np.int64)
     features = np.zeros((len(arrays), int(lengths.max()), len(openface.AU_COLUMNS)), dtype=np.float32)
     for i, a in enumerate(arrays):

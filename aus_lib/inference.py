@@ -37,7 +37,7 @@ class Predictions:
         return self.logits.argmax(axis=1)
 
 
-def predict(model: torch.nn.Module, data: dataset.ClipData, batch_size: int = 256,
+def predict(model: torch.nn.Module, data: dataset.ClipData, batch_size: int = 64,
             device: str | torch.device = "cpu", normalization=None, num_threads: int | None = 1) -> Predictions:
     """Logits and per-frame attention for every clip of ``data`` (eval mode, no gradients).
 

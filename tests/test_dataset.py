@@ -92,3 +92,17 @@ def test_subset_trims_padding(tiny_synthetic):
     short = np.argsort(data.lengths)[:3]
     sub = data.subset(short)
     assert sub.features.shape[1] == data.lengths[short].max()
+
+
+def test_clips_validated_in_this_process_are_not_parsed_again(tiny_synthetic, tmp_path, monkeypatch):
+    from aus_lib import openface
+
+    m = dataset.build_manifest(tiny_synthetic, progress=False)
+    calls = []
+    real = openface.read_aus
+    monkeypatch.setattr(openface, "read_aus", lambda p, *a, **k: calls.append(p) or real(p, *a, **k))
+    fresh = dataset.load_clips(m, cache=False, progress=False)
+    assert calls == []
+    again = dataset.load_clips(m, cache=False, progress=False)  # the reuse is one-shot: now it reads
+    assert len(calls) == len(m)
+    np.testing.assert_array_equal(fresh.features, again.features)

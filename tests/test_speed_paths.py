@@ -23,8 +23,6 @@ STACKED_TOLERANCE = 1e-5  # the stacked engine's different matrix shapes round d
 BENCHMARK = Path(__file__).resolve().parents[1] / "bench" / "benchmark.py"
 
 
-
-
 def folds_of(tiny_synthetic, kfolds: int):
     """Every other clip of the 4 synthetic actors (all 8 emotions each), in ``kfolds`` folds."""
     manifest = dataset.build_manifest(tiny_synthetic, progress=False).iloc[::2].reset_index(drop=True)
