@@ -24,9 +24,10 @@ from sklearn.neural_network import MLPClassifier
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 from sklearn.svm import SVC
 
+from aus_lib import normalize
 from aus_lib.analysis import summarize_predictions
 from aus_lib.openface import AU_COLUMNS, PROCESSED_SEP, read_aus
-from aus_lib.ravdess import EMOTIONS, RavdessNameError, clip_stem, parse_name
+from aus_lib.ravdess import EMOTIONS, LABELS, RavdessNameError, clip_stem, parse_name
 from aus_lib.runs import atomic_path
 
 SEED = 2020
@@ -116,7 +117,7 @@ def read_average_table(path: str | os.PathLike) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such average table.")
-    df = pd.read_csv(path, sep=PROCESSED_SEP)
+    df = pd.read_csv(path, sep=PROCESSED_SEP, float_precision="round_trip")
     if len(df.columns) == 1 and "," in df.columns[0]:
         raise ValueError(f"{path}: the table seems comma-separated; the original average table uses ';'.")
     return df
@@ -223,14 +224,19 @@ def _folds(folds: Mapping[int, tuple[int, ...]] | None, actors: list[int]) -> di
 # --- cross-validation --------------------------------------------------------------------------
 
 def static_cv_predictions(table: pd.DataFrame | str | os.PathLike, model: str, param, norm: str | None,
-                          folds: Mapping[int, tuple[int, ...]] | None = None) -> pd.DataFrame:
+                          folds: Mapping[int, tuple[int, ...]] | None = None,
+                          actor_normalization: str | None = None) -> pd.DataFrame:
     """Test-fold predictions of every clip: ``clip, actor, fold, label, prediction`` (emotion names).
 
     ``table``: a per-clip average table (DataFrame with the 35 AU columns and ``name``/``clip``)
     or the path of one in the original ``;`` format. ``folds``: fold -> test actors
     (default: the paper's PAPER_FOLDS); every actor of the table must test in exactly one fold.
+    ``actor_normalization`` (``"zscore"``/``"robust"``, :mod:`aus_lib.normalize`): each actor's
+    rows rescaled with the statistics of that actor's own rows first (label-free, test actors
+    included), before ``norm``'s scaler, which is fitted on the training clips as always.
     """
     data = _prepare(table)
+    data = normalize.normalize_table(data, AU_COLUMNS, data["actor"].to_numpy(), actor_normalization)
     make_classifier(model, param)  # fail on a bad model, param or norm before any fitting
     _scaler(norm)
     chosen = _folds(folds, sorted(data["actor"].unique().tolist()))
@@ -260,13 +266,82 @@ def static_cv_predictions(table: pd.DataFrame | str | os.PathLike, model: str, p
 
 
 def static_cv(table: pd.DataFrame | str | os.PathLike, model: str, param, norm: str | None,
-              folds: Mapping[int, tuple[int, ...]] | None = None) -> pd.DataFrame:
+              folds: Mapping[int, tuple[int, ...]] | None = None, actor_normalization: str | None = None) -> pd.DataFrame:
     """Per-fold metrics of a static baseline, like :func:`~aus_lib.analysis.summarize_posteriors`.
 
     Rows 1..K and ``mean``; columns n, accuracy, precision, recall, f1, uar, ci95 (fractions);
     ``df.attrs["pooled"]`` holds the accuracy over all clips with its 95 % half-width, and
     ``df.attrs["baseline"]`` the model, param and norm. See :func:`static_cv_predictions`.
     """
-    summary = summarize_predictions(static_cv_predictions(table, model, param, norm, folds))
-    summary.attrs["baseline"] = {"model": model, "param": param, "norm": norm}
+    summary = summarize_predictions(static_cv_predictions(table, model, param, norm, folds, actor_normalization))
+    summary.attrs["baseline"] = {"model": model, "param": param, "norm": norm,
+                                 "actor_normalization": actor_normalization}
+    return summary
+
+
+# --- a sequence baseline: MiniRocket -----------------------------------------------------------------
+
+MINIROCKET_ALPHAS = np.logspace(-3, 3, 10)
+
+
+def resample_clips(data, length: int) -> np.ndarray:
+    """Every clip of ``data`` (ClipData) linearly resampled to ``length`` frames: [clips, AUs, length].
+
+    MiniRocket needs equal lengths. Resampling keeps each clip's whole course (onset, apex,
+    offset) at the cost of its absolute tempo; zero padding instead would turn the clip length
+    into a feature of the padded tail.
+    """
+    out = np.empty((len(data), data.features.shape[2], length), dtype=np.float64)
+    grid = np.linspace(0.0, 1.0, length)
+    for i in range(len(data)):
+        clip = data.clip(i).astype(np.float64)
+        source = np.linspace(0.0, 1.0, len(clip))
+        for j in range(clip.shape[1]):
+            out[i, j] = np.interp(grid, source, clip[:, j])
+    return out
+
+
+def minirocket_cv_predictions(data, folds: Mapping[int, tuple[int, ...]], actor_normalization: str | None = None,
+                              length: int | None = None, n_kernels: int = 10_000, seed: int = SEED) -> pd.DataFrame:
+    """MiniRocket features + ridge classifier on the AU sequences; test-fold predictions like
+    :func:`static_cv_predictions`.
+
+    ``data``: the raw clips (:class:`aus_lib.dataset.ClipData`); ``folds``: fold -> test actors.
+    Clips are first actor-normalized if asked (label-free), then resampled to ``length`` frames
+    (default: the median clip length, a label-free property of the data; see
+    :func:`resample_clips`). Per fold, MiniRocket (aeon) is fitted on the training clips, its
+    features scaled (``StandardScaler(with_mean=False)``, as aeon's MiniRocket classifier does)
+    and ``RidgeClassifierCV`` picks its alpha by leave-one-out on the training clips only.
+    """
+    from aeon.transformations.collection.convolution_based import MiniRocket
+    from sklearn.linear_model import RidgeClassifierCV
+
+    data = normalize.normalize_data(data, actor_normalization)
+    length = int(np.median(data.lengths)) if length is None else int(length)
+    if length < 9:
+        raise ValueError(f"length={length}: MiniRocket needs clips of at least 9 frames.")
+    series = resample_clips(data, length)
+    chosen = _folds(folds, sorted(int(a) for a in np.unique(data.actors)))
+    labels = np.asarray(data.labels)
+    parts = []
+    for k in sorted(chosen):
+        test = np.isin(data.actors, chosen[k])
+        rocket = MiniRocket(n_kernels=n_kernels, random_state=seed)
+        with threadpool_limits(1):
+            train_features = rocket.fit_transform(series[~test])
+            scaler = StandardScaler(with_mean=False).fit(train_features)
+            clf = RidgeClassifierCV(alphas=MINIROCKET_ALPHAS).fit(scaler.transform(train_features), labels[~test])
+            pred = clf.predict(scaler.transform(rocket.transform(series[test])))
+        parts.append(pd.DataFrame({
+            "clip": np.asarray(data.names)[test], "actor": np.asarray(data.actors)[test], "fold": k,
+            "label": [LABELS[c] for c in labels[test]], "prediction": [LABELS[int(c)] for c in pred],
+        }))
+    return pd.concat(parts, ignore_index=True)
+
+
+def minirocket_cv(data, folds: Mapping[int, tuple[int, ...]], actor_normalization: str | None = None,
+                  **kwargs) -> pd.DataFrame:
+    """Per-fold metrics of :func:`minirocket_cv_predictions`, like :func:`static_cv`."""
+    summary = summarize_predictions(minirocket_cv_predictions(data, folds, actor_normalization, **kwargs))
+    summary.attrs["baseline"] = {"model": "minirocket", "actor_normalization": actor_normalization}
     return summary

@@ -30,7 +30,7 @@ _NUM = (int, float)
 ENCODER_SCHEMA = {"dim": (int, REQUIRED), "layers": (int, REQUIRED), "dropout": (_NUM, REQUIRED),
                   "bidirectional": (bool, REQUIRED)}
 ATTENTION_SCHEMA = {"layers": (int, REQUIRED), "dropout": (_NUM, REQUIRED), "activation": (str, REQUIRED),
-                    "context": (bool, False)}
+                    "context": (bool, False), "input_stats": (bool, False)}
 TOP_SCHEMA: dict[str, tuple[Any, Any]] = {
     # the original schema
     "name": (str, REQUIRED),
@@ -56,7 +56,9 @@ TOP_SCHEMA: dict[str, tuple[Any, Any]] = {
     # this project's additions
     "kfolds": (int, 5),
     "selection": (str, "test_fold"),
-    "inner_val_actors": (int, 4),
+    "inner_val_actors": ((int, str), "auto"),
+    "final_fit": (str, "inner"),
+    "actor_normalization": ((str, type(None)), None),
     "device": (str, "auto"),
     "deterministic": (bool, False),
     "engine": (str, "batched"),
@@ -64,8 +66,10 @@ TOP_SCHEMA: dict[str, tuple[Any, Any]] = {
 }
 CHOICES = {
     "selection": ("test_fold", "inner"),
+    "final_fit": ("inner", "refit"),
+    "actor_normalization": (None, "zscore", "robust"),
     "preprocessor": (None, "standard", "minmax"),
-    "engine": ("plain", "batched"),
+    "engine": ("plain", "batched", "stacked"),
     "inference_data": (None, "train", "val", "all"),
     "model_name": ("Sequence1Modal",),
     "data_type": ("pathCSV",),
@@ -88,6 +92,7 @@ class Config:
     attention_dropout: float
     attention_activation: str
     attention_context: bool
+    attention_input_stats: bool
     batch_size: int
     lr: float
     patience: int
@@ -105,7 +110,9 @@ class Config:
     TRAINED_PATH: str | None = None
     kfolds: int = 5
     selection: str = "test_fold"
-    inner_val_actors: int = 4
+    inner_val_actors: int | str = "auto"
+    final_fit: str = "inner"
+    actor_normalization: str | None = None
     device: str = "auto"
     deterministic: bool = False
     engine: str = "batched"
@@ -121,7 +128,8 @@ class Config:
             "encoder": {"dim": self.encoder_dim, "layers": self.encoder_layers, "dropout": self.encoder_dropout,
                         "bidirectional": self.bidirectional},
             "attention": {"layers": self.attention_layers, "dropout": self.attention_dropout,
-                          "activation": self.attention_activation, "context": self.attention_context},
+                          "activation": self.attention_activation, "context": self.attention_context,
+                          "input_stats": self.attention_input_stats},
         }
         return out
 
@@ -133,6 +141,7 @@ class Config:
             encoder_dropout=self.encoder_dropout, bidirectional=self.bidirectional,
             attention_layers=self.attention_layers, attention_dropout=self.attention_dropout,
             attention_activation=self.attention_activation, attention_context=self.attention_context,
+            attention_input_stats=self.attention_input_stats,
         )
 
     @property
@@ -141,8 +150,15 @@ class Config:
             return ("selection='test_fold' (as the original code and the paper): early stopping and the checkpoint are "
                     "chosen on the held-out test fold, so the reported accuracy is optimistic. Use selection='inner' "
                     "for an unbiased estimate.")
-        return (f"selection='inner': {self.inner_val_actors} training actors per fold are held out for early stopping "
-                "and checkpoint choice; the test fold is used only for the final evaluation.")
+        held = ("about a fifth of the training actors (at least 1, leaving at least 2 to train on; with a single "
+                "training actor, a fifth of its clips)" if self.inner_val_actors == "auto"
+                else f"{self.inner_val_actors} training actor(s)")
+        fit = (" The model is then refit on all training actors for the chosen number of epochs."
+               if self.final_fit == "refit" else "")
+        norm = (f" Features are {self.actor_normalization}-normalized per actor (label-free statistics of each "
+                "actor's own clips)." if self.actor_normalization else "")
+        return (f"selection='inner': {held} per fold are held out for early stopping and checkpoint choice; the test "
+                f"fold is used only for the final evaluation.{fit}{norm}")
 
 
 # --- loading -------------------------------------------------------------------------------
@@ -243,7 +259,11 @@ def build_config(params: Mapping, where: str = "<params>") -> Config:
         (top["min_change"] >= 0, "min_change", "must be >= 0"),
         (top["clip_norm"] > 0, "clip_norm", "must be > 0"),
         (top["kfolds"] >= 2, "kfolds", "must be >= 2"),
-        (top["inner_val_actors"] >= 1, "inner_val_actors", "must be >= 1"),
+        (top["final_fit"] == "inner" or top["selection"] == "inner", "final_fit",
+         "needs selection=\"inner\" (a refit on the training part must not include the test fold used for selection)"),
+        (top["inner_val_actors"] == "auto" or (isinstance(top["inner_val_actors"], int)
+                                                and top["inner_val_actors"] >= 1),
+         "inner_val_actors", "must be \"auto\" or an integer >= 1"),
         (top["num_threads"] is None or top["num_threads"] >= 1, "num_threads", "must be >= 1 or null"),
         (top["device"] == "auto" or top["device"] == "cpu" or top["device"].startswith("cuda"), "device",
          "must be 'auto', 'cpu' or 'cuda[:N]'"),
@@ -259,7 +279,8 @@ def build_config(params: Mapping, where: str = "<params>") -> Config:
         **flat,
         encoder_dim=enc["dim"], encoder_layers=enc["layers"], encoder_dropout=float(enc["dropout"]),
         bidirectional=enc["bidirectional"], attention_layers=att["layers"], attention_dropout=float(att["dropout"]),
-        attention_activation=att["activation"], attention_context=att["context"], source=where,
+        attention_activation=att["activation"], attention_context=att["context"],
+        attention_input_stats=att["input_stats"], source=where,
     )
 
 

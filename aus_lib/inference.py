@@ -96,6 +96,25 @@ def run_info(run_dir: str | os.PathLike) -> tuple[dict, pd.DataFrame]:
     return json.loads((run_dir / "config.json").read_text()), pd.read_csv(run_dir / "inputs.csv")
 
 
+def actor_normalized(run_dir: Path, params: dict, data: dataset.ClipData) -> dataset.ClipData:
+    """``data`` (raw clips of the run) with the run's actor normalization, using the per-actor
+    statistics saved at training time, so inference sees exactly what training saw."""
+    from aus_lib import normalize
+    from aus_lib.train import ACTOR_STATS_FILE
+
+    kind = params.get("actor_normalization")
+    if kind is None:
+        return data
+    stats_file = run_dir / ACTOR_STATS_FILE
+    if not stats_file.is_file():
+        raise FileNotFoundError(f"{stats_file} is missing: the run was trained with actor_normalization={kind!r} "
+                                "and its per-actor statistics are needed to reproduce its inputs.")
+    saved_kind, stats = normalize.statistics_from_json(json.loads(stats_file.read_text()))
+    if saved_kind != kind:
+        raise ValueError(f"{stats_file} holds {saved_kind!r} statistics but the run's config says {kind!r}.")
+    return normalize.normalize_data(data, kind, stats)
+
+
 def extract_posteriors(run_dir: str | os.PathLike, partition: str = "val", out_dir: str | os.PathLike | None = None,
                        kfolds: int | None = None, desc: str = "", device: str = "cpu", progress: bool = True,
                        data: dataset.ClipData | None = None) -> pd.DataFrame:
@@ -113,6 +132,7 @@ def extract_posteriors(run_dir: str | os.PathLike, partition: str = "val", out_d
         raise ValueError(f"kfolds={kfolds} but {run_dir} was trained with {k_run} folds.")
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "posteriors"
     data = data if data is not None else dataset.load_clips(manifest, progress=progress)
+    data = actor_normalized(run_dir, params, data)
     tables = []
     for k in tqdm(range(1, k_run + 1), desc=f"Posteriors ({partition})", unit="fold", disable=not progress):
         ckpt_path = run_dir / f"fold_{k}" / "checkpoint.pt"

@@ -41,6 +41,9 @@ class ModelConfig:
     attention_dropout: float = 0.3
     attention_activation: str = "tanh"
     attention_context: bool = False
+    # Concatenate each clip's per-AU mean and standard deviation over its frames to the pooled
+    # representation: the statistics a static classifier sees, next to what the LSTM adds.
+    attention_input_stats: bool = False
 
     def __post_init__(self) -> None:
         for name in ("input_size", "n_classes", "encoder_dim"):
@@ -147,6 +150,16 @@ def _check_inputs(x: torch.Tensor, lengths: torch.Tensor, input_size: int) -> No
             )
 
 
+def input_statistics(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-clip mean and standard deviation of x[B, T, F] over the real frames (mask[B, T])."""
+    weights = mask.unsqueeze(2).to(x.dtype)
+    count = weights.sum(1).clamp_min(1.0)
+    x = x.masked_fill(~mask.unsqueeze(2), 0.0)
+    mean = (x * weights).sum(1) / count
+    var = (((x - mean.unsqueeze(1)) * weights) ** 2).sum(1) / count
+    return mean, torch.sqrt(var + 1e-6)
+
+
 class SelfAttentionPooling(nn.Module):
     """Scores every frame with a small MLP, softmaxes over the real frames, sums the frames.
 
@@ -210,7 +223,8 @@ class Sequence1Modal(nn.Module):
             cfg.hidden_size, cfg.attention_layers, cfg.attention_dropout,
             cfg.attention_activation, cfg.attention_context,
         )
-        self.classifier = nn.Linear(cfg.hidden_size, cfg.n_classes)
+        stats_size = 2 * cfg.input_size if cfg.attention_input_stats else 0
+        self.classifier = nn.Linear(cfg.hidden_size + stats_size, cfg.n_classes)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor,
                 noise: DropoutNoise | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -227,6 +241,8 @@ class Sequence1Modal(nn.Module):
         else:
             frames = self._encode_masked(x, lengths, mask, noise)
         representation, attention = self.attention(frames, mask, noise)
+        if self.cfg.attention_input_stats:
+            representation = torch.cat([representation, *input_statistics(x, mask)], dim=1)
         return self.classifier(representation), attention
 
     def _layer_params(self, layer: int) -> list[torch.Tensor]:

@@ -42,16 +42,18 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from aus_lib import analysis, plots, runs
+from aus_lib import analysis, normalize, plots, runs
 from aus_lib.config import Config, build_config
 from aus_lib.dataset import ClipData, load_clips
 from aus_lib.folds import assign_folds, check_training_emotions, folds_from_manifest, make_folds
+from aus_lib.openface import AU_COLUMNS
 from aus_lib.model import DropoutNoise, Sequence1Modal, lengths_to_mask
-from aus_lib.ravdess import LABELS
+from aus_lib.ravdess import LABEL_INDEX, LABELS
 
 METRICS = ("accuracy", "precision", "recall", "f1", "uar", "loss")
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_precision",
                    "val_recall", "val_f1", "best", "seconds")
+ACTOR_STATS_FILE = "actor_normalization.json"
 # Settings that may change when a run is resumed: where it runs, not what it computes.
 RESUMABLE_CHANGES = ("device", "num_threads")
 # Evaluation batch size. Not larger: on the CPU the LSTM is no faster per clip in bigger batches,
@@ -174,13 +176,56 @@ def split_fold(source: pd.DataFrame | ClipData, k: int, cfg: Config,
     if cfg.selection != "inner":
         raise TrainError(f"selection={cfg.selection!r}: use 'test_fold' or 'inner'.")
     train_actors = np.unique(actors[rest])
-    n_val = min(cfg.inner_val_actors, len(train_actors) - 1)
-    if n_val < 1:
-        raise TrainError(f"Fold {k}: the training part has only actor(s) {train_actors.tolist()}; selection='inner' "
-                         "needs at least 2 training actors. Use more actors, fewer folds, or selection='test_fold'.")
     rng = np.random.default_rng([cfg.seed, k])
+    n_val = inner_val_count(len(train_actors), cfg.inner_val_actors, k)
+    if n_val == 0:
+        return _inner_split_by_clips(rest, test, source, k, rng)
     val_actors = rng.choice(train_actors, size=n_val, replace=False)
     is_val = np.isin(actors[rest], val_actors)
+    return FoldSplit(rest[~is_val], rest[is_val], test)
+
+
+MIN_TRAIN_ACTORS = 2     # inner validation never leaves fewer training actors than this, if it can help it
+INNER_VAL_FRACTION = 0.2  # inner_val_actors="auto": this share of the training actors, rounded, at least 1
+
+
+def inner_val_count(n_train_actors: int, setting: int | str, k: int = 0) -> int:
+    """How many of ``n_train_actors`` training actors fold ``k`` holds out for inner validation.
+
+    ``"auto"``: a fifth of them (rounded, at least 1) while at least :data:`MIN_TRAIN_ACTORS`
+    remain to train on, e.g. 4 of 19 (24 actors, 5 folds), 1 of 4 (5 actors, one per fold);
+    with 2 or 3 training actors 1 (a warning says how few remain); with a single training actor
+    0, meaning a fifth of that actor's clips is held out instead (see :func:`split_fold`).
+    An integer asks for that many, capped so one training actor remains.
+    """
+    if n_train_actors < 1:
+        raise TrainError(f"Fold {k}: no training actors; every actor is in the test fold.")
+    if setting == "auto":
+        n_val = max(1, round(INNER_VAL_FRACTION * n_train_actors))
+        n_val = min(n_val, max(1, n_train_actors - MIN_TRAIN_ACTORS))
+    else:
+        n_val = int(setting)
+    n_val = min(n_val, n_train_actors - 1)
+    left = n_train_actors - n_val
+    if 0 < n_val and left < MIN_TRAIN_ACTORS:
+        warnings.warn(f"Fold {k}: inner validation holds out {n_val} of {n_train_actors} training actors, leaving "
+                      f"{left} to train on. Results with so few training actors are weak; use more actors or fewer "
+                      "held-out ones (inner_val_actors).", stacklevel=3)
+    return n_val
+
+
+def _inner_split_by_clips(rest: np.ndarray, test: np.ndarray, source, k: int, rng: np.random.Generator) -> FoldSplit:
+    """Inner validation from a single training actor: a fifth of its clips, stratified by emotion.
+    Not actor-disjoint, so it judges epochs on the same person; the test fold is still untouched."""
+    warnings.warn(f"Fold {k}: only one training actor, so inner validation holds out a fifth of that actor's clips "
+                  "(stratified by emotion) instead of whole actors.", stacklevel=3)
+    labels = (np.asarray(source.labels) if isinstance(source, ClipData)
+              else np.array([LABEL_INDEX[e] for e in source["emotion"]]))
+    is_val = np.zeros(len(rest), dtype=bool)
+    for label in np.unique(labels[rest]):
+        members = np.flatnonzero(labels[rest] == label)
+        take = max(1, round(INNER_VAL_FRACTION * len(members))) if len(members) > 1 else 0
+        is_val[rng.choice(members, size=take, replace=False)] = True
     return FoldSplit(rest[~is_val], rest[is_val], test)
 
 
@@ -393,8 +438,9 @@ class FoldRun:
     """
 
     def __init__(self, cfg: Config, data: ClipData, k: int, split: FoldSplit, fold_dir: str | os.PathLike, *,
-                 packed: bool, device: torch.device, resume: bool = True) -> None:
+                 packed: bool, device: torch.device, resume: bool = True, epochs: int | None = None) -> None:
         self.cfg, self.data, self.k, self.split = cfg, data, k, split
+        self.epochs = cfg.epochs if epochs is None else epochs
         self.fold_dir = Path(fold_dir)
         self.device = device
         self.params = cfg.to_params()
@@ -406,6 +452,8 @@ class FoldRun:
         self.weights = class_weights(data.labels[split.train]).to(device)
         self.history: list[dict] = []
         self.best_model: dict | None = None
+        # An empty validation set marks a refit: fixed epochs on all training actors, last epoch kept.
+        self.refit = len(split.val) == 0
         state_path = self.fold_dir / "state.pt"
         if resume and state_path.is_file():
             state = torch.load(state_path, map_location=device, weights_only=True)
@@ -420,7 +468,7 @@ class FoldRun:
 
     @property
     def done(self) -> bool:
-        return self.stopper.should_stop or len(self.history) >= self.cfg.epochs
+        return self.stopper.should_stop or len(self.history) >= self.epochs
 
     @property
     def next_epoch(self) -> int:
@@ -431,14 +479,20 @@ class FoldRun:
         train_loss, train_accuracy = train_epoch(self.model, self.optimizer, self.tensors, self.split.train,
                                                  self.weights, self.cfg,
                                                  fold_seed(self.cfg.seed, self.k, self.next_epoch))
-        val, _, _ = evaluate(self.model, self.tensors, self.split.val, self.weights)
+        if self.refit:
+            val = {m: float("nan") for m in ("n", *METRICS)}
+        else:
+            val, _, _ = evaluate(self.model, self.tensors, self.split.val, self.weights)
         return train_loss, train_accuracy, val
 
     def record(self, train_loss: float, train_accuracy: float, val: Mapping, seconds: float) -> dict:
         """Early stopping, the best weights, the history row and ``state.pt`` for the epoch just trained
         (``self.model`` and ``self.optimizer`` hold its end state); returns the history row."""
         epoch = self.next_epoch
-        improved = self.stopper.step(epoch, val["f1"])
+        if self.refit:  # no validation: the last epoch is the model
+            improved, self.stopper.best_epoch = True, epoch
+        else:
+            improved = self.stopper.step(epoch, val["f1"])
         if improved:
             self.best_model = _plain(self.model.state_dict())
         self.history.append({"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_accuracy,
@@ -483,13 +537,14 @@ def report_epoch(bar: tqdm | None, run: FoldRun, row: dict) -> None:
 
 def train_fold(cfg: Config, data: ClipData, k: int, split: FoldSplit, fold_dir: str | os.PathLike, *,
                packed: bool = True, device: torch.device | None = None, resume: bool = True,
-               bar: tqdm | None = None, on_epoch_end: EpochHook | None = None) -> FoldResult:
+               bar: tqdm | None = None, on_epoch_end: EpochHook | None = None,
+               epochs: int | None = None) -> FoldResult:
     """Train fold ``k`` to the end, alone, and write its outputs to ``fold_dir`` (see :class:`FoldRun`).
 
     ``on_epoch_end`` is called after each epoch's state is saved (tests use it to interrupt).
     """
     run = FoldRun(cfg, data, k, split, fold_dir, packed=packed, device=device or resolve_device(cfg.device),
-                  resume=resume)
+                  resume=resume, epochs=epochs)
     if bar is not None:
         bar.update(len(run.history))
     while not run.done:
@@ -498,7 +553,7 @@ def train_fold(cfg: Config, data: ClipData, k: int, split: FoldSplit, fold_dir: 
         if on_epoch_end is not None:
             on_epoch_end(k, row["epoch"], row)
     if bar is not None:
-        bar.update(cfg.epochs - len(run.history))  # epochs skipped by early stopping
+        bar.update(run.epochs - len(run.history))  # epochs skipped by early stopping
     return run.finish()
 
 
@@ -509,12 +564,19 @@ def _finish_fold(cfg: Config, data: ClipData, k: int, split: FoldSplit, fold_dir
     test, y_true, y_pred = evaluate(model, tensors, split.test, weights)
     best_row = history.loc[history["epoch"] == best_epoch].iloc[0]
     partition = "test (= validation)" if cfg.selection == "test_fold" else "test"
-    metrics = {"fold": k, "selection": cfg.selection, "partition": partition, "best_epoch": int(best_epoch),
+    refit = len(split.val) == 0
+    inner = {}
+    if refit:  # the epoch count came from the inner run beside it
+        chosen = json.loads((fold_dir / "inner" / "metrics.json").read_text())
+        inner = {"inner_best_epoch": chosen["best_epoch"], "inner_val_f1": chosen["val_f1"],
+                 "inner_val_actors": chosen["val_actors"], "inner_test_accuracy": chosen["accuracy"]}
+    metrics = {"fold": k, "selection": cfg.selection, "final_fit": "refit" if refit else "inner",
+               "partition": partition, "best_epoch": int(best_epoch),
                "epochs_run": int(len(history)), **{m: test[m] for m in ("n", *METRICS)},
                "val_loss": float(best_row["val_loss"]), "val_accuracy": float(best_row["val_accuracy"]),
                "val_f1": float(best_row["val_f1"]), "train_actors": _actors(data, split.train),
                "val_actors": _actors(data, split.val), "test_actors": _actors(data, split.test),
-               "note": cfg.selection_note}
+               **inner, "note": cfg.selection_note}
     runs.atomic_torch_save(fold_dir / "checkpoint.pt", {
         "model": _plain(model.state_dict()), "params": cfg.to_params(), "labels": list(LABELS), "fold": k,
         "epoch": int(best_epoch), "metrics": metrics, "normalization": normalization,
@@ -555,6 +617,7 @@ class FoldJob:
     k: int
     split: FoldSplit
     fold_dir: Path
+    epochs: int | None = None  # a refit's fixed epoch count; None = cfg.epochs with early stopping
 
 
 def run_folds(cfg: Config, data: ClipData, jobs: list[FoldJob], *, device: torch.device, resume: bool = True,
@@ -564,13 +627,13 @@ def run_folds(cfg: Config, data: ClipData, jobs: list[FoldJob], *, device: torch
     ``"plain"``: one fold after another with :func:`train_fold`. ``"batched"``:
     :func:`aus_lib.engine.train_together` (the folds side by side, same per-fold results).
     """
-    if cfg.engine == "batched":
+    if cfg.engine in ("batched", "stacked"):
         from aus_lib import engine  # builds on this module, so imported here
 
         return engine.train_together(cfg, data, jobs, device=device, resume=resume, bar=bar,
                                      on_epoch_end=on_epoch_end)
     train_one = fold_trainer(cfg.engine)
-    return [train_one(cfg, data, job.k, job.split, job.fold_dir, device=device, resume=resume, bar=bar,
+    return [train_one(cfg, data, job.k, job.split, job.fold_dir, device=device, resume=resume, bar=bar, epochs=job.epochs,
                       on_epoch_end=on_epoch_end) for job in jobs]
 
 
@@ -645,6 +708,40 @@ def _fold_from_disk(fold_dir: Path) -> FoldResult:
     return FoldResult(int(metrics["fold"]), pd.read_csv(fold_dir / "history.csv"), metrics)
 
 
+def _run_or_read(cfg: Config, data: ClipData, jobs: list[FoldJob], device: torch.device, resume: bool,
+                 bar: tqdm | None, on_epoch_end: EpochHook | None) -> list[FoldResult]:
+    """Train ``jobs`` (or read back the finished ones); results in the order of ``jobs``."""
+    done = {job.k: _fold_from_disk(job.fold_dir) for job in jobs if resume and runs.is_done(job.fold_dir)}
+    if bar is not None:
+        bar.update(cfg.epochs * len(done))
+    todo = [job for job in jobs if job.k not in done]
+    trained = run_folds(cfg, data, todo, device=device, resume=resume, bar=bar, on_epoch_end=on_epoch_end)
+    done.update({job.k: result for job, result in zip(todo, trained)})
+    return [done[job.k] for job in jobs]
+
+
+def refit_job(cfg: Config, inner_job: FoldJob, inner: FoldResult) -> FoldJob:
+    """The second half of ``final_fit="refit"``: the fold trained again on all its training actors
+    (inner training + inner validation) for the epoch count the inner validation chose, with no
+    validation and no early stopping; the last epoch is the fold's model."""
+    split = inner_job.split
+    every_train = np.sort(np.concatenate([split.train, split.val]))
+    return FoldJob(inner_job.k, FoldSplit(every_train, every_train[:0], split.test), inner_job.fold_dir.parent,
+                   int(inner.metrics["best_epoch"]))
+
+
+def normalize_actors(cfg: Config, data: ClipData, run_dir: Path | None = None) -> ClipData:
+    """``data`` with ``cfg.actor_normalization`` applied (label-free per-actor statistics of each
+    actor's own clips); the statistics are saved as ``run_dir/actor_normalization.json``."""
+    if cfg.actor_normalization is None:
+        return data
+    stats = normalize.statistics_of(data, cfg.actor_normalization)
+    if run_dir is not None:
+        runs.atomic_write_json(Path(run_dir) / ACTOR_STATS_FILE,
+                               normalize.statistics_to_json(stats, cfg.actor_normalization, AU_COLUMNS))
+    return normalize.normalize_data(data, cfg.actor_normalization, stats)
+
+
 def cv_table(results: Iterable[FoldResult]) -> pd.DataFrame:
     """Per-fold test metrics at the best epoch, then their mean and standard deviation (ddof=1)."""
     table = pd.DataFrame([{"fold": r.fold, **{m: r.metrics[m] for m in METRICS},
@@ -681,13 +778,15 @@ def train_cv(cfg: Config, manifest: pd.DataFrame, run_dir: str | os.PathLike, da
     if resume:
         _check_resumable(run_dir, params, manifest)
     device = resolve_device(cfg.device)
+    data = normalize_actors(cfg, data, run_dir)
 
     with torch_settings(cfg):
         runs.atomic_write_json(run_dir / "config.json", params)
         runs.atomic_write_csv(run_dir / "inputs.csv", manifest, index=False)
         runs.atomic_write_json(run_dir / "environment.json", environment(device))
         interactive = sys.stderr.isatty()
-        bar = tqdm(total=len(to_run) * cfg.epochs, desc=f"{cfg.name} {len(to_run)}-fold CV", unit="epoch",
+        phases = 2 if cfg.final_fit == "refit" else 1
+        bar = tqdm(total=len(to_run) * cfg.epochs * phases, desc=f"{cfg.name} {len(to_run)}-fold CV", unit="epoch",
                    disable=not progress, mininterval=0.1 if interactive else QUIET_MININTERVAL)
         results: list[FoldResult] = []
         jobs: list[FoldJob] = []
@@ -696,9 +795,13 @@ def train_cv(cfg: Config, manifest: pd.DataFrame, run_dir: str | os.PathLike, da
                 fold_dir = run_dir / f"fold_{k}"
                 if resume and runs.is_done(fold_dir):
                     results.append(_fold_from_disk(fold_dir))
-                    bar.update(cfg.epochs)
+                    bar.update(cfg.epochs * phases)
                 else:
                     jobs.append(FoldJob(k, split_fold(manifest, k, cfg), fold_dir))
+            if cfg.final_fit == "refit":
+                jobs = [FoldJob(job.k, job.split, job.fold_dir / "inner") for job in jobs]
+                inner = _run_or_read(cfg, data, jobs, device, resume, bar, on_epoch_end)
+                jobs = [refit_job(cfg, job, result) for job, result in zip(jobs, inner)]
             trained = run_folds(cfg, data, jobs, device=device, resume=resume, bar=bar, on_epoch_end=on_epoch_end)
             if progress:
                 for result in trained:
