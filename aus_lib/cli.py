@@ -4,6 +4,7 @@
     aus-emotion train params/RAVDESS_AUs.json --kfolds 5
     aus-emotion inference params/RAVDESS_AUs_posteriors.json --kfolds 5 --pretrained RUN_DIR
     aus-emotion analyse RUN_DIR
+    aus-emotion baselines --folds-dir DIR [--actor-normalization zscore]
 """
 from __future__ import annotations
 
@@ -68,6 +69,27 @@ def _analyse(args) -> None:
     print(f"Pooled accuracy: {100 * pooled['accuracy']:.2f} ± {100 * pooled['ci95']:.2f} % over {pooled['n']} clips")
 
 
+def _baselines(args) -> None:
+    from aus_lib import dataset, folds, report
+    from aus_lib.runs import atomic_write_csv
+
+    folds_dir = resolve(args.folds_dir)
+    found = sorted(folds_dir.glob("manifest_*CV.csv"))
+    if args.kfolds is None and len(found) != 1:
+        raise ValueError(f"{folds_dir} holds {len(found)} fold manifests ({', '.join(p.name for p in found) or 'none'}); "
+                         "give --kfolds, or point --folds-dir at a folder written by make-folds.")
+    kfolds = args.kfolds or int(found[0].name.removeprefix("manifest_").removesuffix("CV.csv"))
+    manifest = folds.read_manifest(folds_dir, kfolds)
+    kinds = (None,) if args.actor_normalization == "none" else (None, args.actor_normalization)
+    table = report.baselines_table(manifest, dataset.load_clips(manifest, progress=False), kinds,
+                                   minirocket=not args.no_minirocket)
+    out = resolve(args.out) if args.out else folds_dir / f"baselines_{args.actor_normalization}.csv"
+    atomic_write_csv(out, table.round(4))
+    print(f"Baselines on the {kfolds} folds of {folds_dir} ({len(manifest)} clips), accuracy in %:")
+    print(table.round(2).to_string())
+    print(f"Written to {out}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aus-emotion", description="Emotion recognition from facial Action Unit "
                                      "sequences (OpenFace, RAVDESS): the notebooks' steps from the command line.")
@@ -106,6 +128,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", help="default OUT_PATH, or <run>/posteriors")
     p.add_argument("--device", default="cpu")
     p.set_defaults(func=_inference)
+
+    p = sub.add_parser("baselines", help="static models and MiniRocket on the folds of make-folds, with and "
+                       "without per-actor normalization")
+    p.add_argument("--folds-dir", required=True, help="fold lists and manifest from make-folds")
+    p.add_argument("--kfolds", type=int, help="default: the folder's only manifest")
+    p.add_argument("--actor-normalization", choices=("none", "zscore", "robust"), default="none",
+                   help="also run every baseline after this label-free per-actor normalization")
+    p.add_argument("--no-minirocket", action="store_true", help="skip MiniRocket (its first run compiles for ~20 s)")
+    p.add_argument("--out", help="CSV to write (default <folds-dir>/baselines_<normalization>.csv)")
+    p.set_defaults(func=_baselines)
 
     p = sub.add_parser("analyse", help="per-fold and mean metrics of a run or a folder of posterior files")
     p.add_argument("run_dir", nargs="?", help="run folder or posterior folder (default: newest run)")

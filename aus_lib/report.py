@@ -99,13 +99,39 @@ def clip_averages(data: dataset.ClipData) -> pd.DataFrame:
     return table
 
 
+ACTOR_NORM_LABELS = {None: "", "zscore": ", actor z-score", "robust": ", actor median/IQR"}
+
+
 def static_baselines(manifest: pd.DataFrame, data: dataset.ClipData,
-                     which: dict[str, tuple] = STATIC_BASELINES) -> dict[str, pd.DataFrame]:
-    """Static classifiers on per-clip averaged AUs, cross-validated on the run's own folds."""
+                     which: dict[str, tuple] = STATIC_BASELINES, actor_normalizations=(None, "zscore"),
+                     minirocket: bool = True) -> dict[str, pd.DataFrame]:
+    """Baselines cross-validated on the run's own folds: static classifiers on per-clip averaged
+    AUs and MiniRocket on the sequences, once per actor normalization (label-free, per actor).
+    ``data`` holds the raw clips; names say which normalization a row used."""
     table = clip_averages(data)
     fold_actors = folds.folds_from_manifest(manifest)
-    return {name: baselines.static_cv(table, model, param, norm, folds=fold_actors)
-            for name, (model, param, norm) in which.items()}
+    out = {}
+    for kind in actor_normalizations:
+        label = ACTOR_NORM_LABELS[kind]
+        for name, (model, param, norm) in which.items():
+            out[name + label] = baselines.static_cv(table, model, param, norm, folds=fold_actors,
+                                                    actor_normalization=kind)
+        if minirocket:
+            out["MiniRocket + ridge, AU sequences" + label] = baselines.minirocket_cv(data, fold_actors, kind)
+    return out
+
+
+def baselines_table(manifest: pd.DataFrame, data: dataset.ClipData, actor_normalizations=(None, "zscore"),
+                    minirocket: bool = True) -> pd.DataFrame:
+    """:func:`static_baselines` as one table in %: accuracy (mean over folds), its 95 % half-width
+    over all clips, UAR and F1, one row per baseline."""
+    rows = {}
+    for name, summary in static_baselines(manifest, data, actor_normalizations=actor_normalizations,
+                                          minirocket=minirocket).items():
+        m = summary.loc["mean"]
+        rows[name] = {"accuracy": 100 * m["accuracy"], "ci95": 100 * m["ci95"], "uar": 100 * m["uar"],
+                      "f1": 100 * m["f1"], "n": int(m["n"])}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("baseline")
 
 
 def comparison_figure_table(comparison: pd.DataFrame) -> pd.DataFrame:

@@ -34,6 +34,8 @@ RECIPES = {
     "paper-model-zscore-refit": {"model_params.attention.input_stats": False},
     "honest": {},
     "honest-inner": {"final_fit": "inner"},
+    "honest-small": {"model_params.encoder.dim": 32, "model_params.encoder.layers": 1},
+    "honest-wd": {"weight_decay": 0.0001},
 }
 
 

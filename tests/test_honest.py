@@ -232,3 +232,20 @@ def test_minirocket_predicts_every_clip_once_on_variable_length_clips(clips):
     assert sorted(long["clip"]) == sorted(data.names)
     assert set(long.groupby("fold")["actor"].unique().map(tuple)) == {(1, 2), (3, 4)}
     assert baselines.summarize_predictions(long).loc["mean", "accuracy"] > 1 / 8
+
+
+# --- the command line ------------------------------------------------------------------------------------------
+
+def test_baselines_command_prints_and_writes_the_table_side_by_side(tiny_synthetic, tmp_path, capsys):
+    from aus_lib.cli import main
+
+    folds_dir = tmp_path / "folds"
+    assert main(["make-folds", "--aus-dir", str(tiny_synthetic), "--kfolds", "2", "--out-dir", str(folds_dir)]) == 0
+    assert main(["baselines", "--folds-dir", str(folds_dir), "--actor-normalization", "zscore",
+                 "--no-minirocket"]) == 0
+    out = capsys.readouterr().out
+    table = pd.read_csv(folds_dir / "baselines_zscore.csv", index_col=0)
+    assert "SVC (C=1), averaged AUs, min-max" in table.index
+    assert "SVC (C=1), averaged AUs, min-max, actor z-score" in table.index
+    assert len(table) == 8 and table["n"].eq(240).all()
+    assert "actor z-score" in out and str(folds_dir / "baselines_zscore.csv") in out
