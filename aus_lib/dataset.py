@@ -95,6 +95,18 @@ def build_manifest(aus_dir: str | os.PathLike, recursive: bool = False, strict: 
     return pd.DataFrame(rows).sort_values(["actor", "clip"]).reset_index(drop=True)
 
 
+def describe_data(manifest: pd.DataFrame) -> str:
+    """Which data a manifest holds, in one line; loudly when it is the synthetic set."""
+    from aus_lib import synthetic
+
+    folders = sorted({str(Path(p).parent) for p in manifest["path"]})
+    folder = os.path.commonpath(folders) if folders else "?"
+    size = f"{len(manifest)} clips of {manifest['actor'].nunique()} actors from {folder}"
+    if all((Path(f) / synthetic.MARKER).is_file() for f in folders):
+        return f"SYNTHETIC (the built-in RAVDESS-like set, not real recordings): {size}"
+    return size
+
+
 # --- tensors ---------------------------------------------------------------------------------
 
 @dataclass

@@ -258,13 +258,56 @@ def read_manifest(folds_dir: str | Path, kfolds: int) -> pd.DataFrame:
     return table
 
 
-def load_or_make(folds_dir: str | Path, kfolds: int, aus_dir=None, seed: int = 2020) -> pd.DataFrame:
+def _manifests_in(folds_dir: Path) -> dict[int, Path]:
+    """K -> manifest file of every ``manifest_{K}CV.csv`` in ``folds_dir``."""
+    found = {}
+    for path in folds_dir.glob("manifest_*CV.csv"):
+        k = path.name[len("manifest_"):-len("CV.csv")]
+        if k.isdigit():
+            found[int(k)] = path
+    return found
+
+
+def _check_data_folder(manifest: pd.DataFrame, aus_dir: Path, manifest_path: Path) -> None:
+    """Fold lists made from another folder than the ``aus_dir`` the user names are refused."""
+    root = Path(aus_dir).resolve()
+    elsewhere = [p for p in manifest["path"] if not Path(p).resolve().is_relative_to(root)]
+    if elsewhere:
+        raise FoldError(f"{manifest_path} lists clips outside aus_dir {aus_dir} (e.g. {elsewhere[0]}): these fold "
+                        f"lists were made from other data. Use another folds_dir for {aus_dir}, or leave aus_dir out "
+                        "to train on the data of these fold lists.")
+
+
+def load_or_make(folds_dir: str | Path, kfolds: int, aus_dir=None, seed: int = 2020, *,
+                 synthetic: bool = True) -> pd.DataFrame:
     """The manifest of ``folds_dir`` when 01_make_folds wrote one, else build it there from
-    ``aus_dir`` (None: the built-in synthetic data set)."""
+    ``aus_dir``; with ``aus_dir=None`` from the built-in synthetic data set, only when
+    ``synthetic`` (the user named no data at all) and the folder holds nothing else.
+
+    Fold lists of another K, of a folder other than ``aus_dir``, or a ``folds_dir`` with other
+    files and no manifest are errors: training on data the user did not mean is worse than stopping.
+    """
     from aus_lib import dataset
 
     folds_dir = Path(folds_dir)
-    if (folds_dir / manifest_name(kfolds)).is_file():
-        return read_manifest(folds_dir, kfolds)
+    path = folds_dir / manifest_name(kfolds)
+    if path.is_file():
+        manifest = read_manifest(folds_dir, kfolds)
+        if aus_dir is not None:
+            _check_data_folder(manifest, aus_dir, path)
+        return manifest
+    others = _manifests_in(folds_dir) if folds_dir.is_dir() else {}
+    if others:
+        shown = ", ".join(f"{k} folds ({p.name})" for k, p in sorted(others.items()))
+        raise FoldError(f"kfolds={kfolds} but {folds_dir} holds fold lists for {shown}. Use kfolds="
+                        f"{min(others)}, or make {kfolds} folds into another folder (make-folds --kfolds {kfolds} "
+                        "--out-dir ...).")
+    if aus_dir is None and not synthetic:
+        raise FoldError(f"{folds_dir} holds no fold lists ({path.name} is missing). Check the folder name, run "
+                        "make-folds (notebook 01_make_folds) into it first, or give the AU folder (aus_dir) to make "
+                        "the folds from.")
+    if folds_dir.is_dir() and any(p for p in folds_dir.iterdir() if not p.name.startswith(".")):
+        raise FoldError(f"{folds_dir} holds files but no {path.name}: it is not a folder of fold lists written by "
+                        "make-folds. Choose an empty or new folds_dir.")
     manifest = dataset.build_manifest(dataset.resolve_aus_dir(aus_dir, seed=seed))
     return make_fold_files(manifest, folds_dir, kfolds, seed)

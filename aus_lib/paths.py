@@ -27,7 +27,8 @@ def resolve(path: str | os.PathLike | None, base: str | os.PathLike | None = Non
     return p if p.is_absolute() else Path(base if base is not None else Path.cwd()) / p
 
 
-def default_folds_dir(kfolds: int) -> Path:
+def default_folds_dir() -> Path:
     """Where ``aus-emotion make-folds`` writes fold lists and ``aus-emotion train`` reads them
-    when no folder is given: one folder for both, whatever the data."""
-    return OUTPUTS / "folds" / f"{kfolds}CV"
+    when no folder is given: one folder for both, whatever the data and K (so a K that does not
+    match the fold lists is found out, not trained on other data)."""
+    return OUTPUTS / "folds" / "default"

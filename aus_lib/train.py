@@ -615,14 +615,22 @@ def _differences(old: Mapping, new: Mapping) -> list[str]:
 
 def run_fingerprint(cfg: Config, manifest: pd.DataFrame) -> dict:
     """What a run folder must match to be resumed (for :func:`aus_lib.runs.prepare_run_dir`):
-    the configuration (but device and threads), the folds' test actors and the clips."""
+    the configuration (but device and threads), the folds' test actors, the clips and which data
+    they are. Everything that can be checked without training is checked here first, so that
+    no run folder is made for a run that cannot start."""
+    from aus_lib.dataset import describe_data
+
     manifest = _with_folds(cfg, manifest.reset_index(drop=True), None)
+    resolve_device(cfg.device)
+    for k in range(1, cfg.kfolds + 1):
+        split_fold(manifest, k, cfg)
     digest = hashlib.blake2b(digest_size=12)
     for clip, fold in zip(manifest["clip"], manifest["fold"]):
         digest.update(f"{clip}:{int(fold)};".encode())
     params = {k: v for k, v in cfg.to_params().items() if k not in RESUMABLE_CHANGES}
     folds = {str(k): [int(a) for a in actors] for k, actors in folds_from_manifest(manifest).items()}
-    return {**params, "folds": folds, "clips": f"{len(manifest)} clips, {digest.hexdigest()}"}
+    return {"data": describe_data(manifest), **params, "folds": folds,
+            "clips": f"{len(manifest)} clips, {digest.hexdigest()}"}
 
 
 def _check_resumable(run_dir: Path, params: dict, manifest: pd.DataFrame) -> None:
