@@ -177,8 +177,13 @@ def read_fold_list(path: str | Path) -> pd.DataFrame:
             label = LABELS[int(label)]
         if label not in LABELS:
             raise FoldError(f"{path}, line {n}: unknown label {fields[1]!r}; expected one of {list(LABELS)}.")
-        row = {"sample": fields[0], "label": label, "path": fields[2], "file": fields[3],
-               "clip": Path(fields[3]).stem}
+        clip = Path(fields[3]).stem
+        named = parse_name(clip).emotion
+        if label != named:
+            raise FoldError(f"{path}, line {n}: label {fields[1]!r} ({label}) but clip {clip} is {named} by its name. "
+                            "Fold lists take the label from the clip name: re-run 01_make_folds (make-folds), or fix "
+                            "the line.")
+        row = {"sample": fields[0], "label": label, "path": fields[2], "file": fields[3], "clip": clip}
         if len(fields) == 5:
             row["fold"] = int(fields[4])
         rows.append(row)
@@ -251,6 +256,11 @@ def read_manifest(folds_dir: str | Path, kfolds: int) -> pd.DataFrame:
         raise FileNotFoundError(f"{path} does not exist: run notebook 01_make_folds with kfolds={kfolds} "
                                 f"and out_dir={folds_dir} first.")
     table = pd.read_csv(path)
+    named = [parse_name(c).emotion for c in table["clip"]]
+    wrong = [(c, e, n) for c, e, n in zip(table["clip"], table["emotion"], named) if e != n]
+    if wrong:
+        raise FoldError(f"{path}: {len(wrong)} clip(s) carry an emotion other than their name says, e.g. "
+                        f"{wrong[0][0]} is {wrong[0][2]} but listed as {wrong[0][1]}; re-run 01_make_folds.")
     lists = read_fold_lists(folds_dir, kfolds)
     if set(lists["clip"]) != set(table["clip"]):
         raise FoldError(f"{path} and the fold lists in {folds_dir} name different clips; re-run 01_make_folds.")

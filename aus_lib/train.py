@@ -371,6 +371,18 @@ def _actors(data: ClipData, index: np.ndarray) -> list[int]:
     return sorted(int(a) for a in np.unique(data.actors[index]))
 
 
+def data_fingerprint(data: ClipData) -> str:
+    """A digest of what a model sees: clip names, labels, actors and every AU value, so that a
+    checkpoint or a training state is never used with data other than what made it."""
+    digest = hashlib.blake2b(digest_size=12)
+    digest.update("\n".join(data.names).encode())
+    for array in (data.lengths, data.labels, data.actors):
+        digest.update(np.ascontiguousarray(array, dtype=np.int64).tobytes())
+    for i in range(len(data)):  # clip by clip: the padding depends on which clips are together
+        digest.update(np.ascontiguousarray(data.clip(i), dtype=np.float32).tobytes())
+    return digest.hexdigest()
+
+
 def _plain(state: Mapping) -> dict:
     """A state_dict detached and on the CPU, so it saves and loads anywhere."""
     return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
@@ -398,6 +410,7 @@ class FoldRun:
         self.fold_dir = Path(fold_dir)
         self.device = device
         self.params = cfg.to_params()
+        self.data_fingerprint = data_fingerprint(data)
         self.model = initial_model(cfg, k, packed, device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.stopper = EarlyStopping(cfg.patience, cfg.min_change, cfg.base)
@@ -413,6 +426,13 @@ class FoldRun:
             if diffs:
                 raise TrainError(f"Cannot resume {state_path}: it was trained with different settings "
                                  f"({', '.join(diffs)}). Use another run folder, or the same settings.")
+            if state.get("fold") != k:
+                raise TrainError(f"Cannot resume {state_path} as fold {k}: it is the state of fold {state.get('fold')}.")
+            if state.get("data") != self.data_fingerprint:
+                made = ("by an older aus_lib that did not record its data" if state.get("data") is None else
+                        f"from other data (fingerprint {state['data']}, this data {self.data_fingerprint})")
+                raise TrainError(f"Cannot resume {state_path}: it was made {made}: the clips' AU values, labels or "
+                                 "actors differ. Use another run folder, or the data it was trained on.")
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.stopper.load_state_dict(state["early_stopping"])
@@ -446,7 +466,8 @@ class FoldRun:
                              "val_precision": val["precision"], "val_recall": val["recall"], "val_f1": val["f1"],
                              "best": improved, "seconds": seconds})
         runs.atomic_torch_save(self.fold_dir / "state.pt", {
-            "params": self.params, "fold": self.k, "epoch": epoch, "model": _plain(self.model.state_dict()),
+            "params": self.params, "fold": self.k, "data": self.data_fingerprint, "epoch": epoch,
+            "model": _plain(self.model.state_dict()),
             "optimizer": self.optimizer.state_dict(), "early_stopping": self.stopper.state_dict(),
             "history": self.history, "best_model": self.best_model})
         return self.history[-1]
@@ -470,7 +491,8 @@ class FoldRun:
         self.model.load_state_dict(best_model)
         return _finish_fold(self.cfg, self.data, self.k, self.split, self.fold_dir, self.model, self.tensors,
                             self.weights, self.normalization,
-                            pd.DataFrame(self.history, columns=list(HISTORY_COLUMNS)), best_epoch)
+                            pd.DataFrame(self.history, columns=list(HISTORY_COLUMNS)), best_epoch,
+                            data_fingerprint=self.data_fingerprint)
 
 
 def report_epoch(bar: tqdm | None, run: FoldRun, row: dict) -> None:
@@ -504,7 +526,7 @@ def train_fold(cfg: Config, data: ClipData, k: int, split: FoldSplit, fold_dir: 
 
 def _finish_fold(cfg: Config, data: ClipData, k: int, split: FoldSplit, fold_dir: Path, model: Sequence1Modal,
                  tensors: FoldTensors, weights: torch.Tensor, normalization: dict | None,
-                 history: pd.DataFrame, best_epoch: int) -> FoldResult:
+                 history: pd.DataFrame, best_epoch: int, data_fingerprint: str | None = None) -> FoldResult:
     """Evaluate the best checkpoint on the test fold and write the fold's files, DONE last."""
     test, y_true, y_pred = evaluate(model, tensors, split.test, weights)
     best_row = history.loc[history["epoch"] == best_epoch].iloc[0]
@@ -518,7 +540,7 @@ def _finish_fold(cfg: Config, data: ClipData, k: int, split: FoldSplit, fold_dir
     runs.atomic_torch_save(fold_dir / "checkpoint.pt", {
         "model": _plain(model.state_dict()), "params": cfg.to_params(), "labels": list(LABELS), "fold": k,
         "epoch": int(best_epoch), "metrics": metrics, "normalization": normalization,
-        "test_actors": metrics["test_actors"]})
+        "test_actors": metrics["test_actors"], "data": data_fingerprint})
     runs.atomic_write_csv(fold_dir / "history.csv", history, index=False)
     plots.learning_curve(history, f"Fold {k}: learning curve ({cfg.name})", fold_dir / "learning_curve.png")
     cm = analysis.confusion(y_true, y_pred).reindex(index=list(LABELS), columns=list(LABELS))
