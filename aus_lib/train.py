@@ -458,6 +458,10 @@ class FoldRun:
         """Early stopping, the best weights, the history row and ``state.pt`` for the epoch just trained
         (``self.model`` and ``self.optimizer`` hold its end state); returns the history row."""
         epoch = self.next_epoch
+        loss = train_loss if not np.isfinite(train_loss) else val["loss"]
+        if not np.isfinite(loss):
+            raise TrainError(f"Fold {self.k}, epoch {epoch}: the loss became {loss}: training diverged. Lower the "
+                             f"learning rate 'lr' (now {self.cfg.lr}) in {self.cfg.source} and start a new run.")
         improved = self.stopper.step(epoch, val["f1"])
         if improved:
             self.best_model = _plain(self.model.state_dict())
@@ -736,8 +740,13 @@ def train_cv(cfg: Config, manifest: pd.DataFrame, run_dir: str | os.PathLike, da
                     bar.write(f"fold {result.fold}: accuracy {m['accuracy']:.3f}  f1 {m['f1']:.3f}  "
                               f"best epoch {m['best_epoch']}/{m['epochs_run']}")
             results = sorted(results + trained, key=lambda r: r.fold)
+        except runs.OutputDirError as exc:
+            raise runs.OutputDirError(exc.errno, f"{exc.strerror} Finished epochs and folds are kept in {run_dir}: "
+                                      f"continue with resume=True and run_name={run_dir.name!r} (CLI: --resume "
+                                      f"--run-name {run_dir.name}).") from exc
         finally:
             bar.close()
+            runs.release(run_dir)
 
     table = cv_table(results)
     runs.atomic_write_csv(run_dir / "cv_results.csv", table, index_label="fold")
