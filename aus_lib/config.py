@@ -301,7 +301,7 @@ def build_config(params: Mapping, where: str = "<params>") -> Config:
     )
 
 
-def load_config(params_file: str | os.PathLike = "params/RAVDESS_AUs.json", overrides: Mapping | None = None,
+def load_config(params_file: str | os.PathLike = PARAMS_DIR / "RAVDESS_AUs.json", overrides: Mapping | None = None,
                 *, posteriors: bool = False) -> Config:
     """Read, merge and validate. ``overrides`` holds notebook parameters: flat top-level keys
     (``epochs``, ``kfolds``...), dotted keys (``"model_params.encoder.dim"``) or nested dicts;

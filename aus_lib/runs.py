@@ -6,6 +6,7 @@ truncated checkpoint, table or figure behind.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime as _dt
 import errno
@@ -181,6 +182,12 @@ def _lock(run_dir: Path) -> None:
         raise RunExistsError(f"Another process is training into {run_dir} right now. Wait for it to finish (or stop "
                              "it), then resume; or choose another run_name.") from None
     _LOCKS[key] = handle
+
+
+@atexit.register
+def _release_all() -> None:
+    for run_dir in list(_LOCKS):
+        release(run_dir)
 
 
 def release(run_dir: str | os.PathLike) -> None:
