@@ -318,10 +318,10 @@ def cli(*args, limit=None):
 def test_full_disk_while_writing_a_checkpoint_names_the_folder_and_how_to_resume(user_aus, tiny_params, tmp_path):
     assert main(["make-folds", "--aus-dir", str(user_aus), "--kfolds", "2", "--out-dir", str(tmp_path / "f")]) == 0
     bigger = json.loads(tiny_params.read_text())
-    bigger["model_params"]["encoder"]["dim"] = 64  # a state.pt of ~2.5 MB, over the limit; the tables are not
+    bigger["model_params"]["encoder"]["dim"] = 32  # a state.pt of ~0.7 MB, over the limit; the tables are not
     params = write_params(tmp_path, json.dumps(bigger))
     done = cli(*train_args(params, "--folds-dir", tmp_path / "f", "--out-dir", tmp_path / "runs", "--run-name", "r"),
-               limit=1_000_000)
+               limit=300_000)
     assert done.returncode == 2, done.stderr[-2000:]
     assert "Traceback" not in done.stderr
     assert str(tmp_path / "runs" / "r" / "fold_") in done.stderr and "--resume --run-name r" in done.stderr
