@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from aus_lib.paths import OUTPUTS, resolve
+from aus_lib.paths import OUTPUTS, default_folds_dir, resolve
 
 
 def _make_folds(args) -> None:
@@ -19,7 +19,8 @@ def _make_folds(args) -> None:
 
     manifest = dataset.build_manifest(dataset.resolve_aus_dir(args.aus_dir, seed=args.seed), recursive=args.recursive,
                                       strict=args.strict)
-    out = resolve(args.out_dir) if args.out_dir else OUTPUTS / "folds" / f"{'synthetic' if args.aus_dir is None else 'data'}_{args.kfolds}CV"
+    print(f"Data: {dataset.describe_data(manifest)}")
+    out = resolve(args.out_dir) if args.out_dir else default_folds_dir()
     table = folds.make_fold_files(manifest, out, args.kfolds, args.seed, overwrite=args.overwrite)
     print(f"{len(table)} clips, {table['actor'].nunique()} actors -> {args.kfolds} folds written to {out}")
     for k, actors in folds.folds_from_manifest(table).items():
@@ -27,14 +28,17 @@ def _make_folds(args) -> None:
 
 
 def _train(args) -> None:
-    from aus_lib import folds, runs, train
+    from aus_lib import dataset, folds, runs, train
     from aus_lib.config import describe, load_config
 
     cfg = load_config(args.params, {"kfolds": args.kfolds, "epochs": args.epochs, "patience": args.patience,
                                     "device": args.device, "selection": args.selection})
+    folds_dir = resolve(args.folds_dir) if args.folds_dir else default_folds_dir()
+    # Synthetic data only when the user named no data at all.
+    manifest = folds.load_or_make(folds_dir, cfg.kfolds, aus_dir=resolve(args.aus_dir), seed=cfg.seed,
+                                  synthetic=args.folds_dir is None and args.aus_dir is None)
+    print(f"Data: {dataset.describe_data(manifest)} (fold lists in {folds_dir})")
     print(describe(cfg))
-    folds_dir = resolve(args.folds_dir) if args.folds_dir else OUTPUTS / "folds" / f"synthetic_{cfg.kfolds}CV"
-    manifest = folds.load_or_make(folds_dir, cfg.kfolds, aus_dir=resolve(args.aus_dir), seed=cfg.seed)
     out_dir = resolve(args.out_dir)
     run_dir = runs.prepare_run_dir(out_dir, args.run_name or runs.default_run_name("run"),
                                    train.run_fingerprint(cfg, manifest), resume=args.resume, overwrite=args.overwrite)
@@ -98,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("make-folds", help="check an AU folder and write subject-wise fold lists")
     p.add_argument("--aus-dir", help="folder of per-clip OpenFace AU CSVs (default: built-in synthetic set)")
     p.add_argument("--kfolds", type=int, default=5)
-    p.add_argument("--out-dir", help="where the fold lists go (default outputs/folds/<data>_<K>CV)")
+    p.add_argument("--out-dir", help="where the fold lists go (default outputs/folds/default, where train looks)")
     p.add_argument("--seed", type=int, default=2020)
     p.add_argument("--recursive", action="store_true", help="also look in subfolders")
     p.add_argument("--strict", action="store_true", help="refuse AU values out of range instead of warning")
@@ -108,8 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="cross-validated training (the original run.py train)")
     p.add_argument("params", help="params JSON file, e.g. params/RAVDESS_AUs.json")
     p.add_argument("--kfolds", type=int, default=None)
-    p.add_argument("--folds-dir", help="fold lists from make-folds (default outputs/folds/synthetic_<K>CV)")
-    p.add_argument("--aus-dir", help="AU folder, used when --folds-dir has no manifest")
+    p.add_argument("--folds-dir", help="fold lists from make-folds (default outputs/folds/default, where make-folds "
+                   "writes them; with neither this nor --aus-dir, the built-in synthetic set)")
+    p.add_argument("--aus-dir", help="AU folder: the folds are made from it when --folds-dir has no fold lists")
     p.add_argument("--out-dir", default=str(OUTPUTS / "runs"))
     p.add_argument("--run-name", help="default: a new unique name")
     p.add_argument("--epochs", type=int)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -199,14 +200,48 @@ def _check_section(section: Mapping, schema: Mapping, where: str, prefix: str) -
     return out
 
 
+def _comment_line(text: str) -> int | None:
+    """The line of the first ``//`` or ``/*`` outside a JSON string, if any."""
+    in_string = escaped = False
+    for i, ch in enumerate(text):
+        if in_string:
+            in_string, escaped = (escaped or ch != '"'), (ch == "\\" and not escaped)
+        elif ch == '"':
+            in_string = True
+        elif ch == "/" and text[i + 1:i + 2] in ("/", "*"):
+            return text.count("\n", 0, i) + 1
+    return None
+
+
+def _refuse_duplicates(path: Path, text: str):
+    """An ``object_pairs_hook`` for json.loads: a key given twice is an error, not "the last wins"."""
+    def hook(pairs):
+        keys = [k for k, _ in pairs]
+        twice = next((k for k in keys if keys.count(k) > 1), None)
+        if twice is not None:
+            lines = [text.count("\n", 0, m.start()) + 1 for m in re.finditer(rf'"{re.escape(twice)}"\s*:', text)]
+            where = f" (lines {', '.join(map(str, lines))})" if len(lines) > 1 else ""
+            raise ConfigError(f"{path}: key {twice!r} is given twice{where}; JSON readers silently keep the last "
+                              "value, so delete the one you do not mean.")
+        return dict(pairs)
+    return hook
+
+
 def read_params_file(path: str | os.PathLike) -> dict:
-    """Parse a params JSON file; invalid JSON is reported with its line and column."""
+    """Parse a params JSON file; invalid JSON is reported with its line and column, comments and
+    duplicate keys by name and line. A UTF-8 byte order mark is accepted."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"Params file {path} does not exist. Files shipped with the project are in {PARAMS_DIR}.")
+        raise ConfigError(f"Params file {path} does not exist (relative paths start at the current folder, "
+                          f"{Path.cwd()}). Files shipped with the project are in {PARAMS_DIR}.")
+    text = path.read_text(encoding="utf-8-sig")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(text, object_pairs_hook=_refuse_duplicates(path, text))
     except json.JSONDecodeError as exc:
+        comment = _comment_line(text)
+        if comment is not None:
+            raise ConfigError(f"{path}, line {comment}: comments (// or /* */) are not JSON, so the file "
+                              "cannot be read: delete the comment.") from exc
         raise ConfigError(f"{path}: invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}.") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a JSON object.")
@@ -268,6 +303,9 @@ def build_config(params: Mapping, where: str = "<params>") -> Config:
         (top["device"] == "auto" or top["device"] == "cpu" or top["device"].startswith("cuda"), "device",
          "must be 'auto', 'cpu' or 'cuda[:N]'"),
     ]
+    # The name becomes part of file names (posterior files): a path in it would write elsewhere.
+    checks.append((top["name"] not in ("", ".", "..") and not any(c in top["name"] for c in "/\\")
+                   and ".." not in top["name"], "name", "must be a plain file name, without '/', '\\' or '..'"))
     for ok, key, rule in checks:
         if not ok:
             value = {"model_params.encoder.dim": enc["dim"], "model_params.encoder.layers": enc["layers"],
@@ -284,7 +322,7 @@ def build_config(params: Mapping, where: str = "<params>") -> Config:
     )
 
 
-def load_config(params_file: str | os.PathLike = "params/RAVDESS_AUs.json", overrides: Mapping | None = None,
+def load_config(params_file: str | os.PathLike = PARAMS_DIR / "RAVDESS_AUs.json", overrides: Mapping | None = None,
                 *, posteriors: bool = False) -> Config:
     """Read, merge and validate. ``overrides`` holds notebook parameters: flat top-level keys
     (``epochs``, ``kfolds``...), dotted keys (``"model_params.encoder.dim"``) or nested dicts;

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,12 +64,14 @@ def build_manifest(aus_dir: str | os.PathLike, recursive: bool = False, strict: 
     """Read and check every clip in ``aus_dir`` up front; one row per clip.
 
     Every file must be readable, hold the 35 AU columns, be numeric and finite, have at
-    least 2 frames and carry a RAVDESS name; all problems are gathered and reported together,
-    each naming its file. ``strict`` turns AU range warnings into errors.
+    least 2 frames, carry a RAVDESS name and differ from every other clip's bytes; all problems are
+    gathered and reported together, each naming its file. ``strict`` turns AU range warnings into
+    errors; clips over 10x the median length warn.
     """
     files = find_clip_files(aus_dir, recursive)
     rows, problems = [], []
     seen: dict[str, Path] = {}
+    contents: dict[bytes, Path] = {}
     for path in tqdm(files, desc="Checking AU files", unit="clip", disable=not progress, mininterval=2):
         try:
             name = parse_name(path)
@@ -79,6 +82,13 @@ def build_manifest(aus_dir: str | os.PathLike, recursive: bool = False, strict: 
             problems.append(f"Duplicate clip {name.stem}: {seen[name.stem]} and {path}. Keep one file per clip.")
             continue
         seen[name.stem] = path
+        # Two clips cannot be the same bytes: one is a copy saved under the wrong name.
+        digest = hashlib.blake2b(path.read_bytes(), digest_size=16).digest()
+        if digest in contents:
+            problems.append(f"{contents[digest]} and {path} have byte-identical content: one of them is a copy "
+                            "saved under the wrong clip name. Keep the right one and remove the other.")
+            continue
+        contents[digest] = path
         try:
             table = openface.read_aus(path, strict=strict, min_frames=2)
             frames = len(table)
@@ -92,7 +102,35 @@ def build_manifest(aus_dir: str | os.PathLike, recursive: bool = False, strict: 
         shown = "\n  - ".join(problems[:20])
         more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
         raise DataError(f"{len(problems)} problem(s) in AU folder {aus_dir}:\n  - {shown}{more}")
-    return pd.DataFrame(rows).sort_values(["actor", "clip"]).reset_index(drop=True)
+    manifest = pd.DataFrame(rows).sort_values(["actor", "clip"]).reset_index(drop=True)
+    _warn_long_clips(manifest)
+    return manifest
+
+
+LONG_CLIP_FACTOR = 10  # RAVDESS clips last 3-5 s; ten times the median is another recording
+
+
+def _warn_long_clips(manifest: pd.DataFrame) -> None:
+    limit = LONG_CLIP_FACTOR * manifest["frames"].median()
+    long = manifest[manifest["frames"] > limit]
+    if len(long):
+        shown = ", ".join(f"{r.file} ({r.frames} frames)" for r in long.head(5).itertuples())
+        warnings.warn(f"{len(long)} clip(s) are over {LONG_CLIP_FACTOR}x the median length "
+                      f"({manifest['frames'].median():g} frames): {shown}{' ...' if len(long) > 5 else ''}. RAVDESS "
+                      "clips last a few seconds: check that these files hold one clip each.",
+                      openface.AUFileWarning, stacklevel=3)
+
+
+def describe_data(manifest: pd.DataFrame) -> str:
+    """Which data a manifest holds, in one line; loudly when it is the synthetic set."""
+    from aus_lib import synthetic
+
+    folders = sorted({str(Path(p).parent) for p in manifest["path"]})
+    folder = os.path.commonpath(folders) if folders else "?"
+    size = f"{len(manifest)} clips of {manifest['actor'].nunique()} actors from {folder}"
+    if all((Path(f) / synthetic.MARKER).is_file() for f in folders):
+        return f"SYNTHETIC (the built-in RAVDESS-like set, not real recordings): {size}"
+    return size
 
 
 # --- tensors ---------------------------------------------------------------------------------

@@ -177,8 +177,13 @@ def read_fold_list(path: str | Path) -> pd.DataFrame:
             label = LABELS[int(label)]
         if label not in LABELS:
             raise FoldError(f"{path}, line {n}: unknown label {fields[1]!r}; expected one of {list(LABELS)}.")
-        row = {"sample": fields[0], "label": label, "path": fields[2], "file": fields[3],
-               "clip": Path(fields[3]).stem}
+        clip = Path(fields[3]).stem
+        named = parse_name(clip).emotion
+        if label != named:
+            raise FoldError(f"{path}, line {n}: label {fields[1]!r} ({label}) but clip {clip} is {named} by its name. "
+                            "Fold lists take the label from the clip name: re-run 01_make_folds (make-folds), or fix "
+                            "the line.")
+        row = {"sample": fields[0], "label": label, "path": fields[2], "file": fields[3], "clip": clip}
         if len(fields) == 5:
             row["fold"] = int(fields[4])
         rows.append(row)
@@ -251,6 +256,11 @@ def read_manifest(folds_dir: str | Path, kfolds: int) -> pd.DataFrame:
         raise FileNotFoundError(f"{path} does not exist: run notebook 01_make_folds with kfolds={kfolds} "
                                 f"and out_dir={folds_dir} first.")
     table = pd.read_csv(path)
+    named = [parse_name(c).emotion for c in table["clip"]]
+    wrong = [(c, e, n) for c, e, n in zip(table["clip"], table["emotion"], named) if e != n]
+    if wrong:
+        raise FoldError(f"{path}: {len(wrong)} clip(s) carry an emotion other than their name says, e.g. "
+                        f"{wrong[0][0]} is {wrong[0][2]} but listed as {wrong[0][1]}; re-run 01_make_folds.")
     lists = read_fold_lists(folds_dir, kfolds)
     if set(lists["clip"]) != set(table["clip"]):
         raise FoldError(f"{path} and the fold lists in {folds_dir} name different clips; re-run 01_make_folds.")
@@ -258,13 +268,56 @@ def read_manifest(folds_dir: str | Path, kfolds: int) -> pd.DataFrame:
     return table
 
 
-def load_or_make(folds_dir: str | Path, kfolds: int, aus_dir=None, seed: int = 2020) -> pd.DataFrame:
+def _manifests_in(folds_dir: Path) -> dict[int, Path]:
+    """K -> manifest file of every ``manifest_{K}CV.csv`` in ``folds_dir``."""
+    found = {}
+    for path in folds_dir.glob("manifest_*CV.csv"):
+        k = path.name[len("manifest_"):-len("CV.csv")]
+        if k.isdigit():
+            found[int(k)] = path
+    return found
+
+
+def _check_data_folder(manifest: pd.DataFrame, aus_dir: Path, manifest_path: Path) -> None:
+    """Fold lists made from another folder than the ``aus_dir`` the user names are refused."""
+    root = Path(aus_dir).resolve()
+    elsewhere = [p for p in manifest["path"] if not Path(p).resolve().is_relative_to(root)]
+    if elsewhere:
+        raise FoldError(f"{manifest_path} lists clips outside aus_dir {aus_dir} (e.g. {elsewhere[0]}): these fold "
+                        f"lists were made from other data. Use another folds_dir for {aus_dir}, or leave aus_dir out "
+                        "to train on the data of these fold lists.")
+
+
+def load_or_make(folds_dir: str | Path, kfolds: int, aus_dir=None, seed: int = 2020, *,
+                 synthetic: bool = True) -> pd.DataFrame:
     """The manifest of ``folds_dir`` when 01_make_folds wrote one, else build it there from
-    ``aus_dir`` (None: the built-in synthetic data set)."""
+    ``aus_dir``; with ``aus_dir=None`` from the built-in synthetic data set, only when
+    ``synthetic`` (the user named no data at all) and the folder holds nothing else.
+
+    Fold lists of another K, of a folder other than ``aus_dir``, or a ``folds_dir`` with other
+    files and no manifest are errors: training on data the user did not mean is worse than stopping.
+    """
     from aus_lib import dataset
 
     folds_dir = Path(folds_dir)
-    if (folds_dir / manifest_name(kfolds)).is_file():
-        return read_manifest(folds_dir, kfolds)
+    path = folds_dir / manifest_name(kfolds)
+    if path.is_file():
+        manifest = read_manifest(folds_dir, kfolds)
+        if aus_dir is not None:
+            _check_data_folder(manifest, aus_dir, path)
+        return manifest
+    others = _manifests_in(folds_dir) if folds_dir.is_dir() else {}
+    if others:
+        shown = ", ".join(f"{k} folds ({p.name})" for k, p in sorted(others.items()))
+        raise FoldError(f"kfolds={kfolds} but {folds_dir} holds fold lists for {shown}. Use kfolds="
+                        f"{min(others)}, or make {kfolds} folds into another folder (make-folds --kfolds {kfolds} "
+                        "--out-dir ...).")
+    if aus_dir is None and not synthetic:
+        raise FoldError(f"{folds_dir} holds no fold lists ({path.name} is missing). Check the folder name, run "
+                        "make-folds (notebook 01_make_folds) into it first, or give the AU folder (aus_dir) to make "
+                        "the folds from.")
+    if folds_dir.is_dir() and any(p for p in folds_dir.iterdir() if not p.name.startswith(".")):
+        raise FoldError(f"{folds_dir} holds files but no {path.name}: it is not a folder of fold lists written by "
+                        "make-folds. Choose an empty or new folds_dir.")
     manifest = dataset.build_manifest(dataset.resolve_aus_dir(aus_dir, seed=seed))
     return make_fold_files(manifest, folds_dir, kfolds, seed)

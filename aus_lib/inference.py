@@ -115,6 +115,31 @@ def actor_normalized(run_dir: Path, params: dict, data: dataset.ClipData) -> dat
     return normalize.normalize_data(data, kind, stats)
 
 
+def check_checkpoint(checkpoint: dict, path: Path, k: int, params: dict, test_actors: list[int],
+                     fingerprint: str) -> None:
+    """Refuse a checkpoint of another fold, configuration or data than fold ``k`` of this run."""
+    from aus_lib.train import RESUMABLE_CHANGES, CheckpointError
+
+    problems = []
+    if checkpoint.get("fold") != k:
+        problems.append(f"it is the checkpoint of fold {checkpoint.get('fold')}, not fold {k}")
+    if list(checkpoint.get("test_actors", test_actors)) != list(test_actors):
+        problems.append(f"its test actors are {checkpoint['test_actors']}, fold {k}'s are {test_actors}")
+    found = checkpoint["params"]
+    diffs = sorted(key for key in set(found) | set(params)
+                   if key not in RESUMABLE_CHANGES and found.get(key) != params.get(key))
+    if diffs:
+        problems.append("its config differs from the run's config.json in "
+                        + ", ".join(f"{key} ({json.dumps(found.get(key))} vs {json.dumps(params.get(key))})"
+                                    for key in diffs))
+    if checkpoint.get("data") is not None and checkpoint["data"] != fingerprint:
+        problems.append(f"it was trained on other data (fingerprint {checkpoint['data']}, the run's clips now give "
+                        f"{fingerprint}): the AU files changed since training")
+    if problems:
+        raise CheckpointError(f"{path} does not belong to fold {k} of this run: " + "; ".join(problems)
+                              + ". Put the run's own checkpoint back, or train again.")
+
+
 def extract_posteriors(run_dir: str | os.PathLike, partition: str = "val", out_dir: str | os.PathLike | None = None,
                        kfolds: int | None = None, desc: str = "", device: str = "cpu", progress: bool = True,
                        data: dataset.ClipData | None = None) -> pd.DataFrame:
@@ -123,7 +148,7 @@ def extract_posteriors(run_dir: str | os.PathLike, partition: str = "val", out_d
     Files go to ``out_dir`` (default ``run_dir/posteriors``); the long table (clip, fold,
     partition, label, prediction, p_<emotion>) is saved there as ``posteriors_long_<partition>.csv``.
     """
-    from aus_lib.train import load_checkpoint
+    from aus_lib.train import data_fingerprint, load_checkpoint
 
     run_dir = Path(run_dir)
     params, manifest = run_info(run_dir)
@@ -133,6 +158,7 @@ def extract_posteriors(run_dir: str | os.PathLike, partition: str = "val", out_d
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "posteriors"
     data = data if data is not None else dataset.load_clips(manifest, progress=progress)
     data = actor_normalized(run_dir, params, data)
+    fingerprint = data_fingerprint(data)  # of the inputs as training saw them (normalized)
     tables = []
     for k in tqdm(range(1, k_run + 1), desc=f"Posteriors ({partition})", unit="fold", disable=not progress):
         ckpt_path = run_dir / f"fold_{k}" / "checkpoint.pt"
@@ -140,6 +166,8 @@ def extract_posteriors(run_dir: str | os.PathLike, partition: str = "val", out_d
             raise FileNotFoundError(f"{ckpt_path} is missing: fold {k} of {run_dir} has not finished training "
                                     "(resume the run in 02_train_cv).")
         model, ckpt = load_checkpoint(ckpt_path)
+        fold_actors = sorted(int(a) for a in manifest.loc[manifest["fold"] == k, "actor"].unique())
+        check_checkpoint(ckpt, ckpt_path, k, params, fold_actors, fingerprint)
         idx = partition_index(manifest, k, partition)
         pred = predict(model, data.subset(idx), device=device, normalization=ckpt.get("normalization"))
         posteriors.write_posteriors(out_dir, params["name"], partition, k, k_run, pred.names,

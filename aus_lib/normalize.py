@@ -150,8 +150,9 @@ def normalize_table(table: pd.DataFrame, columns: Iterable[str], actors: Sequenc
 def statistics_to_json(stats: Mapping[int, Mapping], kind: str, columns: Sequence[str]) -> dict:
     """A JSON-ready record of per-actor statistics (saved with a run for inference and provenance)."""
     return {"kind": kind, "columns": list(columns),
-            "actors": {str(a): {"centre": np.asarray(s["centre"]).round(8).tolist(),
-                                "scale": np.asarray(s["scale"]).round(8).tolist(),
+            # Unrounded: JSON keeps float64 exactly, so inference rebuilds training's inputs bit for bit.
+            "actors": {str(a): {"centre": np.asarray(s["centre"], dtype=np.float64).tolist(),
+                                "scale": np.asarray(s["scale"], dtype=np.float64).tolist(),
                                 "clips": int(s["clips"]), "frames": int(s["frames"])} for a, s in stats.items()}}
 
 

@@ -214,6 +214,38 @@ def _pick_face(table: _Table) -> tuple[pd.DataFrame, dict]:
     return rows, info
 
 
+def _order_frames(table: _Table, rows: pd.DataFrame) -> tuple[pd.DataFrame, float]:
+    """The kept face's rows in ``frame`` order, and how many frame numbers are missing between its
+    first and last frame (NaN without a ``frame`` column). A frame given twice is an error: two
+    different AU rows cannot both be that moment of the clip."""
+    if "frame" not in rows.columns:
+        return rows, np.nan
+    frames = rows["frame"]
+    twice = frames[frames.duplicated(keep=False)]
+    if len(twice):
+        first = twice.iloc[0]
+        lines = ", ".join(str(table.lines[i]) for i in frames.index[frames == first])
+        raise AUFileError(f"{table.path}: frame {first:g} appears {int((frames == first).sum())} times for the same "
+                          f"face (lines {lines}; {twice.nunique()} frame number(s) repeated in all). OpenFace writes each "
+                          "frame once per face: the file was concatenated or edited. Keep one row per frame, or rerun "
+                          "OpenFace on the clip.")
+    missing = float(frames.max() - frames.min() + 1 - len(frames)) if len(frames) else 0.0
+    return rows.sort_values("frame", kind="stable"), missing
+
+
+def _raw_face_rows(table: _Table) -> tuple[pd.DataFrame, dict]:
+    """The rows of the face to keep from a raw file, in frame order, and their QC info; a file
+    in which OpenFace never tracked a face (no ``success`` 1) is refused."""
+    _require_aus(table)
+    rows, info = _pick_face(table)
+    if "success" in table.data.columns and not (table.data["success"] == 1).any():
+        raise AUFileError(f"{table.path}: no frame has success 1: OpenFace tracked no face in any of its "
+                          f"{len(table.data)} frames, so its AU values are meaningless. Drop the clip, or rerun "
+                          "OpenFace on it.")
+    rows, info["missing_frames"] = _order_frames(table, rows)
+    return rows, info
+
+
 def _check_values(table: _Table, aus: pd.DataFrame, strict: bool) -> pd.DataFrame:
     """Check the AU block of ``table`` and return it as float64 with a RangeIndex."""
     values = aus.to_numpy(dtype="float64")
@@ -258,8 +290,10 @@ def read_aus(path: PathLike, strict: bool = False, min_frames: int = 2) -> pd.Da
     """The 35 :data:`AU_COLUMNS` of one clip, one float64 row per frame, in file order.
 
     Reads the processed ``;`` format and raw OpenFace output alike (detected from the header).
-    Raw files keep every frame, failed ones included, as the original pipeline did; with several
-    faces only the face with the highest mean confidence is kept (with an :class:`AUFileWarning`).
+    Raw files keep every frame, failed ones included, as the original pipeline did, sorted by their
+    ``frame`` number (a frame given twice, or a file without any ``success`` 1 frame, is refused);
+    with several faces only the face with the highest mean confidence is kept (with an
+    :class:`AUFileWarning`).
     Out-of-range AU values warn, or raise with ``strict=True``. Pass ``min_frames=1`` for
     single images (FaceLandmarkImg output).
     """
@@ -267,8 +301,7 @@ def read_aus(path: PathLike, strict: bool = False, min_frames: int = 2) -> pd.Da
     if table.fmt == "processed":
         aus = _processed_aus(table)
     else:
-        _require_aus(table)
-        rows, _ = _pick_face(table)
+        rows, _ = _raw_face_rows(table)
         aus = rows.loc[:, list(AU_COLUMNS)]
     aus = _check_values(table, aus, strict)
     _check_length(table, len(aus), min_frames, "Drop the clip, or pass min_frames=1 to accept single images.")
@@ -330,24 +363,27 @@ def _quality(rows: pd.DataFrame) -> dict:
 
 def qc_table(paths: PathLike | Iterable[PathLike]) -> pd.DataFrame:
     """One row per AU file (a folder means its CSV files): clip, source, format, frames (as
-    :func:`read_aus` returns them), faces, face_kept, failed_frames (``success`` 0) and
-    mean_confidence of the kept face; NaN where the format does not record it."""
+    :func:`read_aus` returns them), faces, face_kept, failed_frames (``success`` 0),
+    mean_confidence and missing_frames (gaps in its ``frame`` numbers) of the kept face; NaN where
+    the format does not record it."""
     records = []
     for path in _as_paths(paths):
         table = _load(path)
         record = {"clip": path.stem, "source": str(path), "format": table.fmt}
         if table.fmt == "processed":
             aus = _processed_aus(table)
-            record.update(frames=len(aus), faces=np.nan, face_kept=np.nan, failed_frames=np.nan, mean_confidence=np.nan)
+            record.update(frames=len(aus), faces=np.nan, face_kept=np.nan, failed_frames=np.nan, mean_confidence=np.nan,
+                          missing_frames=np.nan)
         else:
-            _require_aus(table)
             with warnings.catch_warnings():
                 # The table itself reports the faces, so the per-file warning would only repeat it.
                 warnings.simplefilter("ignore", AUFileWarning)
-                rows, info = _pick_face(table)
-            record.update(frames=len(rows), faces=info["faces"], face_kept=info["face_kept"], **_quality(rows))
+                rows, info = _raw_face_rows(table)
+            record.update(frames=len(rows), faces=info["faces"], face_kept=info["face_kept"], **_quality(rows),
+                          missing_frames=info["missing_frames"])
         records.append(record)
-    columns = ["clip", "source", "format", "frames", "faces", "face_kept", "failed_frames", "mean_confidence"]
+    columns = ["clip", "source", "format", "frames", "faces", "face_kept", "failed_frames", "mean_confidence",
+               "missing_frames"]
     return pd.DataFrame.from_records(records, columns=columns)
 
 
@@ -388,7 +424,8 @@ def convert_folder(
 
     QC columns: clip, source, output, frames_in (rows in the raw file, all faces), frames_out (rows
     written), failed_frames (``success`` 0) and mean_confidence of the kept face before the policy,
-    faces, face_kept, dropped_other_faces, policy.
+    faces, face_kept, dropped_other_faces, missing_frames (gaps in the kept face's ``frame``
+    numbers), policy.
     """
     if policy not in POLICIES:
         raise ValueError(f"policy={policy!r} is not one of {POLICIES}.")
@@ -417,8 +454,7 @@ def convert_folder(
                 f"{source} is already in the processed ';' format; convert_folder only converts raw OpenFace output "
                 f"(move that file out of {raw_dir} or copy it to {out_dir} as it is)."
             )
-        _require_aus(table)
-        rows, info = _pick_face(table)
+        rows, info = _raw_face_rows(table)
         kept = _apply_policy(table, rows, policy, min_confidence)
         aus = kept.loc[:, list(AU_COLUMNS)]
         aus = _check_values(table, aus, strict)
@@ -428,7 +464,8 @@ def convert_folder(
         records.append({
             "clip": source.stem, "source": str(source), "frames_in": len(table.data), "frames_out": len(aus),
             **_quality(rows), "faces": info["faces"], "face_kept": info["face_kept"],
-            "dropped_other_faces": info["dropped_other_faces"], "policy": policy,
+            "dropped_other_faces": info["dropped_other_faces"], "missing_frames": info["missing_frames"],
+            "policy": policy,
         })
 
     out_dir.mkdir(parents=True, exist_ok=True)

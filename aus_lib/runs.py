@@ -6,9 +6,12 @@ truncated checkpoint, table or figure behind.
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime as _dt
 import errno
+import fcntl
+import io
 import json
 import os
 import tempfile
@@ -76,15 +79,20 @@ def atomic_write_csv(path: str | os.PathLike, df, **kwargs) -> Path:
 def atomic_torch_save(path: str | os.PathLike, obj) -> Path:
     import torch
 
+    # Serialized in memory, then written by Python: torch's own file writer reports a full disk
+    # as a bare RuntimeError, a plain write as the OSError (ENOSPC) that names the folder.
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        tmp.write_bytes(buffer.getbuffer())
     return Path(path)
 
 
 def _explain(exc: OSError, folder: Path) -> OSError:
-    if exc.errno == errno.ENOSPC:
-        return OutputDirError(errno.ENOSPC, f"No space left on the device holding {folder}. Free some space, then "
-                              "run again with resume=True: finished epochs and folds are kept.")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        why = "File size limit reached" if exc.errno == errno.EFBIG else "No space left"
+        return OutputDirError(exc.errno, f"{why} on the device holding {folder}. Free some space, then run the "
+                              "same command again.")
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return OutputDirError(exc.errno, f"Cannot write to {folder}: permission denied or read-only. Choose another "
                               "out_dir or fix the folder's permissions.")
@@ -116,7 +124,11 @@ def prepare_run_dir(out_dir: str | os.PathLike, run_name: str, fingerprint: dict
     * existing folder, ``resume=True``: reopened if its fingerprint matches, else an error;
     * existing folder, ``overwrite=True``: the old contents are moved aside to
       ``run_name.replaced-<timestamp>`` (never deleted), then a fresh folder is made;
-    * existing folder otherwise: an error naming it.
+    * existing folder otherwise: an error naming it;
+    * a folder another process is training into: an error, also with ``resume=True``.
+
+    The folder stays locked for this process until :func:`release` (``train_cv`` releases it
+    when it ends) or the process exits.
     """
     out_dir = check_writable(out_dir)
     run_dir = out_dir / run_name
@@ -131,9 +143,13 @@ def prepare_run_dir(out_dir: str | os.PathLike, run_name: str, fingerprint: dict
                         f"Cannot resume {run_dir}: it was started with a different configuration "
                         f"(differs in {', '.join(diffs)}). Use another run_name, or the same settings."
                     )
+            _lock(run_dir)
             remove_stale_temporaries(run_dir)
             return run_dir
         if overwrite:
+            if marker.is_file():
+                _lock(run_dir)  # never move a folder aside while another process trains into it
+                release(run_dir)
             aside = run_dir.with_name(f"{run_name}.replaced-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}")
             os.replace(run_dir, aside)
         else:
@@ -144,7 +160,41 @@ def prepare_run_dir(out_dir: str | os.PathLike, run_name: str, fingerprint: dict
             )
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(marker, fingerprint)
+    _lock(run_dir)
     return run_dir
+
+
+# Run folders this process trains into, each with its open, locked run.json. The lock is an
+# flock: the system drops it when the process ends, however it ends (SIGKILL included).
+_LOCKS: dict[Path, io.BufferedReader] = {}
+
+
+def _lock(run_dir: Path) -> None:
+    """Refuse a run folder another process is training into (also with resume)."""
+    key = run_dir.resolve()
+    if key in _LOCKS:
+        return
+    handle = open(run_dir / RUN_MARKER, "rb")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise RunExistsError(f"Another process is training into {run_dir} right now. Wait for it to finish (or stop "
+                             "it), then resume; or choose another run_name.") from None
+    _LOCKS[key] = handle
+
+
+@atexit.register
+def _release_all() -> None:
+    for run_dir in list(_LOCKS):
+        release(run_dir)
+
+
+def release(run_dir: str | os.PathLike) -> None:
+    """Let other processes train into ``run_dir`` again (after this process's training ends)."""
+    handle = _LOCKS.pop(Path(run_dir).resolve(), None)
+    if handle is not None:
+        handle.close()
 
 
 def remove_stale_temporaries(run_dir: str | os.PathLike) -> list[Path]:

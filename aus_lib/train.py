@@ -416,6 +416,18 @@ def _actors(data: ClipData, index: np.ndarray) -> list[int]:
     return sorted(int(a) for a in np.unique(data.actors[index]))
 
 
+def data_fingerprint(data: ClipData) -> str:
+    """A digest of what a model sees: clip names, labels, actors and every AU value, so that a
+    checkpoint or a training state is never used with data other than what made it."""
+    digest = hashlib.blake2b(digest_size=12)
+    digest.update("\n".join(data.names).encode())
+    for array in (data.lengths, data.labels, data.actors):
+        digest.update(np.ascontiguousarray(array, dtype=np.int64).tobytes())
+    for i in range(len(data)):  # clip by clip: the padding depends on which clips are together
+        digest.update(np.ascontiguousarray(data.clip(i), dtype=np.float32).tobytes())
+    return digest.hexdigest()
+
+
 def _plain(state: Mapping) -> dict:
     """A state_dict detached and on the CPU, so it saves and loads anywhere."""
     return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
@@ -444,6 +456,7 @@ class FoldRun:
         self.fold_dir = Path(fold_dir)
         self.device = device
         self.params = cfg.to_params()
+        self.data_fingerprint = data_fingerprint(data)
         self.model = initial_model(cfg, k, packed, device)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.stopper = EarlyStopping(cfg.patience, cfg.min_change, cfg.base)
@@ -461,6 +474,13 @@ class FoldRun:
             if diffs:
                 raise TrainError(f"Cannot resume {state_path}: it was trained with different settings "
                                  f"({', '.join(diffs)}). Use another run folder, or the same settings.")
+            if state.get("fold") != k:
+                raise TrainError(f"Cannot resume {state_path} as fold {k}: it is the state of fold {state.get('fold')}.")
+            if state.get("data") != self.data_fingerprint:
+                made = ("by an older aus_lib that did not record its data" if state.get("data") is None else
+                        f"from other data (fingerprint {state['data']}, this data {self.data_fingerprint})")
+                raise TrainError(f"Cannot resume {state_path}: it was made {made}: the clips' AU values, labels or "
+                                 "actors differ. Use another run folder, or the data it was trained on.")
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
             self.stopper.load_state_dict(state["early_stopping"])
@@ -489,6 +509,10 @@ class FoldRun:
         """Early stopping, the best weights, the history row and ``state.pt`` for the epoch just trained
         (``self.model`` and ``self.optimizer`` hold its end state); returns the history row."""
         epoch = self.next_epoch
+        loss = train_loss if self.refit or not np.isfinite(train_loss) else val["loss"]
+        if not np.isfinite(loss):
+            raise TrainError(f"Fold {self.k}, epoch {epoch}: the loss became {loss}: training diverged. Lower the "
+                             f"learning rate 'lr' (now {self.cfg.lr}) in {self.cfg.source} and start a new run.")
         if self.refit:  # no validation: the last epoch is the model
             improved, self.stopper.best_epoch = True, epoch
         else:
@@ -500,7 +524,8 @@ class FoldRun:
                              "val_precision": val["precision"], "val_recall": val["recall"], "val_f1": val["f1"],
                              "best": improved, "seconds": seconds})
         runs.atomic_torch_save(self.fold_dir / "state.pt", {
-            "params": self.params, "fold": self.k, "epoch": epoch, "model": _plain(self.model.state_dict()),
+            "params": self.params, "fold": self.k, "data": self.data_fingerprint, "epoch": epoch,
+            "model": _plain(self.model.state_dict()),
             "optimizer": self.optimizer.state_dict(), "early_stopping": self.stopper.state_dict(),
             "history": self.history, "best_model": self.best_model})
         return self.history[-1]
@@ -524,7 +549,8 @@ class FoldRun:
         self.model.load_state_dict(best_model)
         return _finish_fold(self.cfg, self.data, self.k, self.split, self.fold_dir, self.model, self.tensors,
                             self.weights, self.normalization,
-                            pd.DataFrame(self.history, columns=list(HISTORY_COLUMNS)), best_epoch)
+                            pd.DataFrame(self.history, columns=list(HISTORY_COLUMNS)), best_epoch,
+                            data_fingerprint=self.data_fingerprint)
 
 
 def report_epoch(bar: tqdm | None, run: FoldRun, row: dict) -> None:
@@ -559,7 +585,7 @@ def train_fold(cfg: Config, data: ClipData, k: int, split: FoldSplit, fold_dir: 
 
 def _finish_fold(cfg: Config, data: ClipData, k: int, split: FoldSplit, fold_dir: Path, model: Sequence1Modal,
                  tensors: FoldTensors, weights: torch.Tensor, normalization: dict | None,
-                 history: pd.DataFrame, best_epoch: int) -> FoldResult:
+                 history: pd.DataFrame, best_epoch: int, data_fingerprint: str | None = None) -> FoldResult:
     """Evaluate the best checkpoint on the test fold and write the fold's files, DONE last."""
     test, y_true, y_pred = evaluate(model, tensors, split.test, weights)
     best_row = history.loc[history["epoch"] == best_epoch].iloc[0]
@@ -580,7 +606,7 @@ def _finish_fold(cfg: Config, data: ClipData, k: int, split: FoldSplit, fold_dir
     runs.atomic_torch_save(fold_dir / "checkpoint.pt", {
         "model": _plain(model.state_dict()), "params": cfg.to_params(), "labels": list(LABELS), "fold": k,
         "epoch": int(best_epoch), "metrics": metrics, "normalization": normalization,
-        "test_actors": metrics["test_actors"]})
+        "test_actors": metrics["test_actors"], "data": data_fingerprint})
     runs.atomic_write_csv(fold_dir / "history.csv", history, index=False)
     plots.learning_curve(history, f"Fold {k}: learning curve ({cfg.name})", fold_dir / "learning_curve.png")
     cm = analysis.confusion(y_true, y_pred).reindex(index=list(LABELS), columns=list(LABELS))
@@ -678,14 +704,22 @@ def _differences(old: Mapping, new: Mapping) -> list[str]:
 
 def run_fingerprint(cfg: Config, manifest: pd.DataFrame) -> dict:
     """What a run folder must match to be resumed (for :func:`aus_lib.runs.prepare_run_dir`):
-    the configuration (but device and threads), the folds' test actors and the clips."""
+    the configuration (but device and threads), the folds' test actors, the clips and which data
+    they are. Everything that can be checked without training is checked here first, so that
+    no run folder is made for a run that cannot start."""
+    from aus_lib.dataset import describe_data
+
     manifest = _with_folds(cfg, manifest.reset_index(drop=True), None)
+    resolve_device(cfg.device)
+    for k in range(1, cfg.kfolds + 1):
+        split_fold(manifest, k, cfg)
     digest = hashlib.blake2b(digest_size=12)
     for clip, fold in zip(manifest["clip"], manifest["fold"]):
         digest.update(f"{clip}:{int(fold)};".encode())
     params = {k: v for k, v in cfg.to_params().items() if k not in RESUMABLE_CHANGES}
     folds = {str(k): [int(a) for a in actors] for k, actors in folds_from_manifest(manifest).items()}
-    return {**params, "folds": folds, "clips": f"{len(manifest)} clips, {digest.hexdigest()}"}
+    return {"data": describe_data(manifest), **params, "folds": folds,
+            "clips": f"{len(manifest)} clips, {digest.hexdigest()}"}
 
 
 def _check_resumable(run_dir: Path, params: dict, manifest: pd.DataFrame) -> None:
@@ -809,8 +843,13 @@ def train_cv(cfg: Config, manifest: pd.DataFrame, run_dir: str | os.PathLike, da
                     bar.write(f"fold {result.fold}: accuracy {m['accuracy']:.3f}  f1 {m['f1']:.3f}  "
                               f"best epoch {m['best_epoch']}/{m['epochs_run']}")
             results = sorted(results + trained, key=lambda r: r.fold)
+        except runs.OutputDirError as exc:
+            raise runs.OutputDirError(exc.errno, f"{exc.strerror} Finished epochs and folds are kept in {run_dir}: "
+                                      f"continue with resume=True and run_name={run_dir.name!r} (CLI: --resume "
+                                      f"--run-name {run_dir.name}).") from exc
         finally:
             bar.close()
+            runs.release(run_dir)
 
     table = cv_table(results)
     runs.atomic_write_csv(run_dir / "cv_results.csv", table, index_label="fold")

@@ -46,9 +46,10 @@ import torch
 from aus_lib import dataset, inference, openface, train
 from aus_lib.config import Config, load_config
 from aus_lib.folds import assign_folds, make_folds
+from aus_lib.paths import PARAMS_DIR
 from aus_lib.train import FoldRun, FoldSplit, apply_normalization
 
-PARAMS = "params/RAVDESS_AUs.json"
+PARAMS = PARAMS_DIR / "RAVDESS_AUs.json"
 PAPER_EPOCHS = 300  # the paper config's epochs: what the per-epoch figures are extrapolated to
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "latest.json"
 

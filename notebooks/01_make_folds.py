@@ -39,6 +39,7 @@ except ModuleNotFoundError as exc:
                               "(`make venv` registers it) or run papermill with `-k aus-lib`.") from exc
 
 # %% tags=["parameters"]
+# Relative paths are taken from the repository root (REPO_ROOT), wherever papermill or Jupyter runs the notebook.
 aus_dir: "Optional[str]" = None                          # folder of per-clip AU CSVs; None: the built-in synthetic data set
 kfolds: int = 5                              # number of actor-disjoint folds
 params_file: str = "params/RAVDESS_AUs.json" # model config (only seed and kfolds are used here)
@@ -58,11 +59,11 @@ from IPython.display import display
 
 from aus_lib import dataset, folds, openface, plots, synthetic
 from aus_lib.config import describe, load_config
-from aus_lib.paths import resolve
+from aus_lib.paths import REPO_ROOT, resolve
 
-cfg = load_config(params_file, {"kfolds": kfolds, "seed": seed})
+cfg = load_config(resolve(params_file, REPO_ROOT), {"kfolds": kfolds, "seed": seed})
 print(describe(cfg))
-out = resolve(out_dir)
+out = resolve(out_dir, REPO_ROOT)
 out.mkdir(parents=True, exist_ok=True)
 plots.apply_style()
 
@@ -72,10 +73,11 @@ plots.apply_style()
 # finite, have at least 2 frames and carry a RAVDESS name. All problems are listed together, each with its file.
 
 # %%
-data_dir = dataset.resolve_aus_dir(aus_dir, seed=cfg.seed)
+data_dir = dataset.resolve_aus_dir(resolve(aus_dir, REPO_ROOT), seed=cfg.seed)
 print(f"AU folder: {data_dir}" + ("  (built-in synthetic data set)" if aus_dir is None else ""))
 manifest = dataset.build_manifest(data_dir, recursive=recursive, strict=strict)
 qc = openface.qc_table(list(manifest["path"]))
+print(f"Data: {dataset.describe_data(manifest)}")
 print(f"{len(manifest)} clips from {manifest['actor'].nunique()} actors, "
       f"{manifest['frames'].sum()} frames (median {manifest['frames'].median():.0f} per clip)")
 display(qc.describe().T)
@@ -101,10 +103,10 @@ fig = plots.frames_histogram(table["frames"], "Frames per clip", path=out / "fra
 # Only when the synthetic set is used and a folder of real processed clips is given in `real_dir`.
 
 # %%
-if aus_dir is None and real_dir is not None and resolve(real_dir).is_dir():
-    comparison = synthetic.compare_to_real(resolve(real_dir), data_dir)
+if aus_dir is None and real_dir is not None and resolve(real_dir, REPO_ROOT).is_dir():
+    comparison = synthetic.compare_to_real(resolve(real_dir, REPO_ROOT), data_dir)
     display(comparison)
-    fig = synthetic.plot_real_vs_synthetic(resolve(real_dir), data_dir, path=out / "real_vs_synthetic.png")
+    fig = synthetic.plot_real_vs_synthetic(resolve(real_dir, REPO_ROOT), data_dir, path=out / "real_vs_synthetic.png")
 else:
     print("Skipped: set real_dir to a folder of real processed AU clips to compare.")
 

@@ -39,6 +39,7 @@ except ModuleNotFoundError as exc:
                               "(`make venv` registers it) or run papermill with `-k aus-lib`.") from exc
 
 # %% tags=["parameters"]
+# Relative paths are taken from the repository root (REPO_ROOT), wherever papermill or Jupyter runs the notebook.
 kfolds: int = 5                               # number of folds (must match the fold lists in folds_dir)
 params_file: str = "params/RAVDESS_AUs.json"  # model and training config, original schema
 folds_dir: str = "outputs/folds/synthetic_5CV"  # written by 01_make_folds; built here when missing
@@ -55,11 +56,11 @@ overwrite: bool = False                       # start run_name again (the old fo
 # %%
 from IPython.display import Image, display
 
-from aus_lib import folds, runs, train
+from aus_lib import dataset, folds, runs, train
 from aus_lib.config import describe, load_config
-from aus_lib.paths import resolve
+from aus_lib.paths import REPO_ROOT, resolve
 
-cfg = load_config(params_file, {**config_overrides, "kfolds": kfolds, "epochs": epochs, "patience": patience,
+cfg = load_config(resolve(params_file, REPO_ROOT), {**config_overrides, "kfolds": kfolds, "epochs": epochs, "patience": patience,
                                 "device": device})
 print(describe(cfg))
 
@@ -67,7 +68,8 @@ print(describe(cfg))
 # ## Data and folds
 
 # %%
-manifest = folds.load_or_make(resolve(folds_dir), cfg.kfolds, aus_dir=resolve(aus_dir), seed=cfg.seed)
+manifest = folds.load_or_make(resolve(folds_dir, REPO_ROOT), cfg.kfolds, aus_dir=resolve(aus_dir, REPO_ROOT), seed=cfg.seed)
+print(f"Data: {dataset.describe_data(manifest)}")
 print(f"{len(manifest)} clips, {manifest['actor'].nunique()} actors, {cfg.kfolds} folds; "
       f"test actors: {folds.folds_from_manifest(manifest)}")
 
@@ -76,7 +78,7 @@ print(f"{len(manifest)} clips, {manifest['actor'].nunique()} actors, {cfg.kfolds
 # One progress bar covers all folds and epochs; it shows the current validation F1 and the best epoch.
 
 # %%
-run_dir = runs.prepare_run_dir(resolve(out_dir), run_name or runs.default_run_name("run"),
+run_dir = runs.prepare_run_dir(resolve(out_dir, REPO_ROOT), run_name or runs.default_run_name("run"),
                                train.run_fingerprint(cfg, manifest), resume=resume, overwrite=overwrite)
 print(f"Run directory: {run_dir}")
 runs.atomic_write_json(run_dir / "notebook_parameters.json", {
@@ -84,7 +86,7 @@ runs.atomic_write_json(run_dir / "notebook_parameters.json", {
     "run_name": run_dir.name, "device": device, "epochs": epochs, "patience": patience,
     "config_overrides": config_overrides, "resume": resume, "overwrite": overwrite})
 result = train.train_cv(cfg, manifest, run_dir)
-runs.set_latest(resolve(out_dir), run_dir)
+runs.set_latest(resolve(out_dir, REPO_ROOT), run_dir)
 
 # %% [markdown]
 # ## Final cross-validation results

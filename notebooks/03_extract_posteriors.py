@@ -39,6 +39,7 @@ except ModuleNotFoundError as exc:
                               "(`make venv` registers it) or run papermill with `-k aus-lib`.") from exc
 
 # %% tags=["parameters"]
+# Relative paths are taken from the repository root (REPO_ROOT), wherever papermill or Jupyter runs the notebook.
 params_file: str = "params/RAVDESS_AUs_posteriors.json"  # posteriors config, original schema
 run_dir: "Optional[str]" = None        # a run folder; None: TRAINED_PATH of the params file
 inference_data: "Optional[str]" = None # "val", "train" or "all"; None: from the params file
@@ -53,14 +54,14 @@ from IPython.display import display
 
 from aus_lib import inference, runs
 from aus_lib.config import describe, load_config
-from aus_lib.paths import resolve
+from aus_lib.paths import REPO_ROOT, resolve
 
-cfg = load_config(params_file, {"inference_data": inference_data, "TRAINED_PATH": run_dir, "OUT_PATH": out_dir,
+cfg = load_config(resolve(params_file, REPO_ROOT), {"inference_data": inference_data, "TRAINED_PATH": run_dir, "OUT_PATH": out_dir,
                                 "kfolds": kfolds}, posteriors=True)
 print(describe(cfg))
-trained = resolve(cfg.TRAINED_PATH)
+trained = resolve(cfg.TRAINED_PATH, REPO_ROOT)
 run = trained if (trained / "config.json").is_file() else runs.latest_run(trained)
-target = resolve(cfg.OUT_PATH) if cfg.OUT_PATH else run / "posteriors"
+target = resolve(cfg.OUT_PATH, REPO_ROOT) if cfg.OUT_PATH else run / "posteriors"
 print(f"Run: {run}\nPosterior files go to: {target}")
 
 # %%

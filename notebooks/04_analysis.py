@@ -39,6 +39,7 @@ except ModuleNotFoundError as exc:
                               "(`make venv` registers it) or run papermill with `-k aus-lib`.") from exc
 
 # %% tags=["parameters"]
+# Relative paths are taken from the repository root (REPO_ROOT), wherever papermill or Jupyter runs the notebook.
 run_dir: "Optional[str]" = None          # a run folder; None: the newest run in outputs/runs
 posteriors_dir: "Optional[str]" = None   # a folder of posterior files; None: <run>/posteriors
 partition: str = "val"                   # which posterior files to analyse
@@ -49,12 +50,12 @@ examples_per_emotion: int = 1            # correct and misclassified clips per e
 from IPython.display import Image, display
 
 from aus_lib import analysis, dataset, plots, report, runs
-from aus_lib.paths import OUTPUTS, resolve
+from aus_lib.paths import OUTPUTS, REPO_ROOT, resolve
 from aus_lib.runs import atomic_write_csv
 
 plots.apply_style()
-run = resolve(run_dir) if run_dir else (None if posteriors_dir else runs.latest_run(OUTPUTS / "runs"))
-post = report.load_posteriors(run, resolve(posteriors_dir) if posteriors_dir else None, partition)
+run = resolve(run_dir, REPO_ROOT) if run_dir else (None if posteriors_dir else runs.latest_run(OUTPUTS / "runs"))
+post = report.load_posteriors(run, resolve(posteriors_dir, REPO_ROOT) if posteriors_dir else None, partition)
 out = report.analysis_dir(post)
 print(f"Posteriors: {post.folder} ({len(post.tables)} folds, {len(post.long)} clips)\nAnalysis goes to: {out}")
 if post.params:

@@ -77,7 +77,7 @@ def test_full_disk_is_explained_and_keeps_the_old_file(tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "replace", full)
-    with pytest.raises(runs.OutputDirError, match="No space left.*resume=True"):
+    with pytest.raises(runs.OutputDirError, match="No space left.*Free some space"):
         runs.atomic_write_text(target, "new")
     assert target.read_text() == "old"
     assert os.listdir(tmp_path) == ["checkpoint.pt"]
