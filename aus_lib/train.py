@@ -22,6 +22,7 @@ Model selection (``cfg.selection``):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import json
@@ -44,7 +45,7 @@ from tqdm.auto import tqdm
 
 from aus_lib import analysis, plots, runs
 from aus_lib.config import Config, build_config
-from aus_lib.dataset import ClipData, load_clips
+from aus_lib.dataset import ClipData, au_columns, load_clips
 from aus_lib.folds import assign_folds, check_training_emotions, folds_from_manifest, make_folds
 from aus_lib.model import DropoutNoise, Sequence1Modal, lengths_to_mask
 from aus_lib.ravdess import LABELS
@@ -613,9 +614,16 @@ def _differences(old: Mapping, new: Mapping) -> list[str]:
                   if key not in RESUMABLE_CHANGES and old.get(key) != new.get(key))
 
 
+def fit_input_size(cfg: Config, manifest: pd.DataFrame) -> Config:
+    """``cfg`` with ``input_size`` set to the AU set of the manifest's clips (35 OpenFace columns,
+    20 py-feat probabilities): the data decides, so one params file serves both formats."""
+    return dataclasses.replace(cfg, input_size=len(au_columns(manifest)))
+
+
 def run_fingerprint(cfg: Config, manifest: pd.DataFrame) -> dict:
     """What a run folder must match to be resumed (for :func:`aus_lib.runs.prepare_run_dir`):
     the configuration (but device and threads), the folds' test actors and the clips."""
+    cfg = fit_input_size(cfg, manifest)
     manifest = _with_folds(cfg, manifest.reset_index(drop=True), None)
     digest = hashlib.blake2b(digest_size=12)
     for clip, fold in zip(manifest["clip"], manifest["fold"]):
@@ -666,6 +674,7 @@ def train_cv(cfg: Config, manifest: pd.DataFrame, run_dir: str | os.PathLike, da
     fold continues from its last saved epoch.
     """
     run_dir = Path(run_dir)
+    cfg = fit_input_size(cfg, manifest)
     manifest = _with_folds(cfg, manifest.reset_index(drop=True), folds)
     only = None if folds is None or isinstance(folds, Mapping) else sorted(int(k) for k in folds)
     to_run = only or list(range(1, cfg.kfolds + 1))
