@@ -423,6 +423,15 @@ def qc_table(paths: PathLike | Iterable[PathLike]) -> pd.DataFrame:
     return pd.DataFrame.from_records(records, columns=columns)
 
 
+def qc_summary(qc: pd.DataFrame) -> pd.DataFrame:
+    """Per-column summary (count, mean, min, max, ...) of a :func:`qc_table`, leaving out what the
+    files' format does not record (the processed format keeps no faces, success or confidence),
+    so no row is all NaN; ``frames_lost`` counts frames with ``success`` 0 (py-feat: no face)."""
+    numeric = qc.drop(columns=["clip", "source", "format"]).dropna(axis=1, how="all").astype("float64")
+    numeric = numeric.rename(columns={"failed_frames": "frames_lost"})
+    return numeric.describe().T
+
+
 def _apply_policy(table: _Table, rows: pd.DataFrame, policy: str, min_confidence: float) -> pd.DataFrame:
     if policy == "keep_all":
         return rows

@@ -149,3 +149,19 @@ def test_training_on_pyfeat_data_sizes_the_model_to_20_inputs(tiny_synthetic, ti
     assert model.cfg.input_size == 20
     long = inference.extract_posteriors(result.run_dir, "val", progress=False)
     assert len(long) == len(manifest)
+
+
+def test_qc_summary_of_processed_files_has_no_empty_rows(tiny_synthetic):
+    summary = openface.qc_summary(openface.qc_table(sorted(tiny_synthetic.glob("*-01.csv"))))
+    assert list(summary.index) == ["frames"]
+    assert not summary.isna().all(axis=1).any()
+
+
+def test_cli_make_folds_takes_the_zip_and_vocal(tracking_zip, tmp_path, capsys):
+    from aus_lib.cli import main
+
+    assert main(["make-folds", "--aus-dir", str(tracking_zip), "--vocal", "both", "--kfolds", "2",
+                 "--out-dir", str(tmp_path / "folds")]) == 0
+    manifest = pd.read_csv(tmp_path / "folds" / "manifest_2CV.csv")
+    assert sorted(manifest["clip"]) == sorted(SPEECH + SONG)
+    assert "1 audio-only (modality 03) file(s) skipped" in capsys.readouterr().out
