@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from aus_lib import openface
 from aus_lib.clipfiles import DataError, find_clips
 from aus_lib.paths import CACHE_DIR, resolve
+from aus_lib.progress import progress_bar
 from aus_lib.ravdess import LABEL_INDEX, RavdessNameError, parse_name
 from aus_lib.runs import atomic_path
 
@@ -63,7 +63,7 @@ def build_manifest(aus_dir: str | os.PathLike, recursive: bool = True, strict: b
     seen: dict[str, Path] = {}
     recordings: dict[str, Path] = {}
     formats: dict[str, Path] = {}
-    for path in tqdm(found.files, desc="Checking AU files", unit="clip", disable=not progress, mininterval=2):
+    for path in progress_bar(found.files, desc="Checking AU files", unit="clip", disable=not progress, mininterval=2):
         try:
             name = parse_name(path)
         except RavdessNameError as exc:
@@ -155,7 +155,7 @@ def load_clips(manifest: pd.DataFrame, cache: bool = True, cache_dir: str | os.P
                 return ClipData(list(z["names"]), z["features"], z["lengths"], z["labels"], z["actors"],
                                 au_columns(manifest))
     arrays = []
-    for p in tqdm(paths, desc="Loading AU clips", unit="clip", disable=not progress, mininterval=2):
+    for p in progress_bar(paths, desc="Loading AU clips", unit="clip", disable=not progress, mininterval=2):
         parsed = _PARSED.pop(_file_key(p), None)
         arrays.append(parsed if parsed is not None else openface.read_aus(p).to_numpy(np.float32))
     lengths = np.array([len(a) for a in arrays], dtype=np.int64)

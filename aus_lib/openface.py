@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from pandas.api.types import is_bool_dtype, is_numeric_dtype
-from tqdm.auto import tqdm
+
+from aus_lib.progress import progress_bar
 
 AU_INTENSITY = (
     "AU01_r", "AU02_r", "AU04_r", "AU05_r", "AU06_r", "AU07_r", "AU09_r", "AU10_r", "AU12_r",
@@ -491,7 +492,7 @@ def convert_folder(
         raise _exists_error(existing)
 
     converted, records = [], []
-    for source in tqdm(sources, desc="OpenFace -> AUs", unit="clip", disable=not progress):
+    for source in progress_bar(sources, desc="OpenFace -> AUs", unit="clip", disable=not progress):
         table = _load(source)
         if table.fmt == "pyfeat":
             raise AUFileError(f"{source} is py-feat output; it needs no conversion: point aus_dir at its folder directly.")

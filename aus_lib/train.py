@@ -48,6 +48,7 @@ from aus_lib.config import Config, build_config
 from aus_lib.dataset import ClipData, au_columns, load_clips
 from aus_lib.folds import assign_folds, check_training_emotions, folds_from_manifest, make_folds
 from aus_lib.model import DropoutNoise, Sequence1Modal, lengths_to_mask
+from aus_lib.progress import training_bar
 from aus_lib.ravdess import LABELS
 
 METRICS = ("accuracy", "precision", "recall", "f1", "uar", "loss")
@@ -478,7 +479,8 @@ def report_epoch(bar: tqdm | None, run: FoldRun, row: dict) -> None:
     """Advance the progress bar by one epoch of ``run``."""
     if bar is not None:
         bar.update(1)
-        bar.set_postfix({"fold": run.k, "val_f1": f"{row['val_f1']:.3f}", "best_epoch": run.stopper.best_epoch},
+        bar.set_postfix({"fold": run.k, "epoch": row["epoch"], "val_f1": f"{row['val_f1']:.3f}",
+                         "best_epoch": run.stopper.best_epoch},
                         refresh=False)
 
 
@@ -696,8 +698,8 @@ def train_cv(cfg: Config, manifest: pd.DataFrame, run_dir: str | os.PathLike, da
         runs.atomic_write_csv(run_dir / "inputs.csv", manifest, index=False)
         runs.atomic_write_json(run_dir / "environment.json", environment(device))
         interactive = sys.stderr.isatty()
-        bar = tqdm(total=len(to_run) * cfg.epochs, desc=f"{cfg.name} {len(to_run)}-fold CV", unit="epoch",
-                   disable=not progress, mininterval=0.1 if interactive else QUIET_MININTERVAL)
+        bar = training_bar(len(to_run) * cfg.epochs, f"{cfg.name} {len(to_run)}-fold CV", enabled=progress,
+                           mininterval=0.1 if interactive else QUIET_MININTERVAL)
         results: list[FoldResult] = []
         jobs: list[FoldJob] = []
         try:

@@ -45,6 +45,10 @@ def test_02_train_cv_runs_a_short_cv(tiny_synthetic, tiny_params, tmp_path):
     text = outputs_of(tmp_path / "02.ipynb")
     assert "Config from" in text and "epochs               2" in text  # the resolved config, with the override
     assert "optimistic" in text
+    # Plain progress lines, not a widget nobody renders in a batch kernel.
+    assert "tiny 2-fold CV: " in text and "val F1" in text and "best epoch" in text and "ETA" in text
+    assert "tiny 2-fold CV: done" in text
+    assert "widget-view" not in (tmp_path / "02.ipynb").read_text()
 
 
 def test_02_refuses_to_overwrite_a_finished_run(tiny_run, tiny_params, tmp_path):
