@@ -87,6 +87,11 @@ def test_04_analysis_writes_tables_and_figures(tiny_run, tmp_path):
     assert list((tiny_run / "fold_2").glob("attention_clip_*.png"))
     text = outputs_of(tmp_path / "04.ipynb")
     assert "Pooled accuracy over 240 clips" in text and "optimistic" in text
+    nb = json.loads((tmp_path / "04.ipynb").read_text())
+    last_figure = nb["cells"][-2]["outputs"]  # the clip browser's cell, run in batch
+    assert any("image/png" in o.get("data", {}) for o in last_figure)
+    assert "VBox(" not in json.dumps(nb) and "ConvergenceWarning" not in json.dumps(nb)
+    assert "NaN" not in text and "<NA>" not in text
 
 
 def test_04_reads_a_bare_folder_of_posterior_files(tiny_run, tmp_path):
