@@ -9,8 +9,9 @@ KERNEL := aus-lib
 #   make venv TORCH_REQ="torch"      (or install your CUDA build of torch into .venv first)
 TORCH_REQ ?= -r requirements/torch-cpu.txt
 STAMP := $(VENV)/.installed
-# The main job's run name: unique per invocation, so no earlier run is ever overwritten.
-RUN ?= main-$(shell date +%Y%m%d-%H%M%S)
+# The main job's run name: unique per invocation, so no earlier run is ever overwritten. Expanded
+# once (:=): a recursive `?=` re-ran `date` at every use and could name 03/04 a run that does not exist.
+RUN := $(or $(RUN),main-$(shell date +%Y%m%d-%H%M%S))
 OUT := outputs
 KFOLDS ?= 5
 
@@ -24,6 +25,8 @@ $(STAMP): pyproject.toml requirements/torch-cpu.txt
 	$(PY) -m pip install --quiet $(TORCH_REQ)
 	$(PY) -m pip install --quiet -e '.[test]'
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (aus_lib)" >/dev/null
+	@# Notebook outputs never reach git: nbstripout cleans them at `git add` (a filter in .git/config).
+	-$(VENV)/bin/nbstripout --install
 	touch $(STAMP)
 
 kernel: $(STAMP)
@@ -49,7 +52,7 @@ test: $(STAMP)
 
 lab: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[lab]'
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab --notebook-dir=. notebooks/01_make_folds.ipynb
 
 bench: $(STAMP)
 	$(PY) bench/benchmark.py

@@ -17,8 +17,8 @@ from aus_lib.paths import OUTPUTS, default_folds_dir, resolve
 def _make_folds(args) -> None:
     from aus_lib import dataset, folds
 
-    manifest = dataset.build_manifest(dataset.resolve_aus_dir(args.aus_dir, seed=args.seed), recursive=args.recursive,
-                                      strict=args.strict)
+    manifest = dataset.build_manifest(dataset.resolve_aus_dir(args.aus_dir, seed=args.seed), strict=args.strict,
+                                      vocal=args.vocal)
     print(f"Data: {dataset.describe_data(manifest)}")
     out = resolve(args.out_dir) if args.out_dir else default_folds_dir()
     table = folds.make_fold_files(manifest, out, args.kfolds, args.seed, overwrite=args.overwrite)
@@ -100,11 +100,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("make-folds", help="check an AU folder and write subject-wise fold lists")
-    p.add_argument("--aus-dir", help="folder of per-clip OpenFace AU CSVs (default: built-in synthetic set)")
+    p.add_argument("--aus-dir", help="folder (any subfolder layout) or .zip of per-clip OpenFace or py-feat AU CSVs "
+                   "(default: built-in synthetic set)")
+    p.add_argument("--vocal", choices=("speech", "song", "both"), default="speech",
+                   help="RAVDESS vocal channel to use (default speech, as the paper); the others are counted and skipped")
     p.add_argument("--kfolds", type=int, default=5)
     p.add_argument("--out-dir", help="where the fold lists go (default outputs/folds/default, where train looks)")
     p.add_argument("--seed", type=int, default=2020)
-    p.add_argument("--recursive", action="store_true", help="also look in subfolders")
+    p.add_argument("--recursive", action="store_true", help=argparse.SUPPRESS)  # subfolders are always searched now
     p.add_argument("--strict", action="store_true", help="refuse AU values out of range instead of warning")
     p.add_argument("--overwrite", action="store_true", help="replace fold files of another split")
     p.set_defaults(func=_make_folds)

@@ -280,7 +280,9 @@ def build_config(params: Mapping, where: str = "<params>") -> Config:
             shown = "model_params.attention.activation" if key == "activation" else key
             raise ConfigError(f"{where}: {shown}={json.dumps(value)} is not one of {list(choices)}.")
     checks = [
-        (top["input_size"] == 35, "input_size", "must be 35 (17 AU intensities + 18 AU presences)"),
+        (top["input_size"] in (35, 20), "input_size",
+         "must be 35 (OpenFace: 17 AU intensities + 18 presences) or 20 (py-feat AU probabilities); "
+         "training sets it from the data"),
         (enc["dim"] > 0, "model_params.encoder.dim", "must be > 0"),
         (enc["layers"] >= 1, "model_params.encoder.layers", "must be >= 1"),
         (0 <= enc["dropout"] < 1, "model_params.encoder.dropout", "must be in [0, 1)"),

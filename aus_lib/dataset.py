@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from aus_lib import openface
+from aus_lib.clipfiles import DataError, find_clips
 from aus_lib.paths import CACHE_DIR, resolve
+from aus_lib.progress import progress_bar
 from aus_lib.ravdess import LABEL_INDEX, RavdessNameError, parse_name
 from aus_lib.runs import atomic_path
 
@@ -33,12 +34,8 @@ def _file_key(path: str | os.PathLike) -> tuple[str, int, int]:
     return (str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
 
 
-class DataError(ValueError):
-    """A data folder that cannot be used; the message lists every bad file."""
-
-
 def resolve_aus_dir(aus_dir: str | os.PathLike | None, seed: int = 2020) -> Path:
-    """The user's AU folder, or the built-in synthetic data set (generated on first use)."""
+    """The user's AU folder (or zip), or the built-in synthetic data set (generated on first use)."""
     if aus_dir is None:
         from aus_lib import synthetic
 
@@ -46,33 +43,30 @@ def resolve_aus_dir(aus_dir: str | os.PathLike | None, seed: int = 2020) -> Path
     return resolve(aus_dir)
 
 
-def find_clip_files(aus_dir: str | os.PathLike, recursive: bool = False) -> list[Path]:
-    folder = Path(aus_dir)
-    if not folder.is_dir():
-        raise DataError(f"AU folder {folder} does not exist. Point aus_dir at a folder of per-clip OpenFace CSVs, "
-                        "or set it to None to use the built-in synthetic data set.")
-    files = sorted((folder.rglob if recursive else folder.glob)("*.csv"))
-    files = [f for f in files if not f.name.startswith(".")]
-    if not files:
-        raise DataError(f"AU folder {folder} holds no .csv files. Expected one OpenFace CSV per clip named after the "
-                        "clip, e.g. 01-01-03-02-01-01-12.csv" + ("" if recursive else " (use recursive=True for subfolders)."))
-    return files
+def build_manifest(aus_dir: str | os.PathLike, recursive: bool = True, strict: bool = False,
+                   progress: bool = True, vocal: str = "speech") -> pd.DataFrame:
+    """Read and check every clip in ``aus_dir`` (a folder in any subfolder layout, or a zip) up
+    front; one row per clip.
 
-
-def build_manifest(aus_dir: str | os.PathLike, recursive: bool = False, strict: bool = False,
-                   progress: bool = True) -> pd.DataFrame:
-    """Read and check every clip in ``aus_dir`` up front; one row per clip.
-
-    Every file must be readable, hold the 35 AU columns, be numeric and finite, have at
-    least 2 frames, carry a RAVDESS name and differ from every other clip's bytes; all problems are
-    gathered and reported together, each naming its file. ``strict`` turns AU range warnings into
-    errors; clips over 10x the median length warn.
+    Only clips of the ``vocal`` channel (``"speech"``, ``"song"`` or ``"both"``) are used; the
+    others and audio-only files are counted and the count printed (see
+    :func:`aus_lib.clipfiles.find_clips`). Every file must be readable, hold one AU set (the 35
+    OpenFace columns or py-feat's 20, the same in every file), be numeric and finite, have at
+    least 2 frames and carry a RAVDESS name; all problems are gathered and reported together,
+    each naming its file; two clips with byte-identical content are refused. ``strict`` turns AU
+    range warnings into errors; clips over 10x the median length warn.
     """
-    files = find_clip_files(aus_dir, recursive)
+    found = find_clips(aus_dir, vocal=vocal, recursive=recursive)
+    if any(found.skipped.values()):  # what was left out; the caller says which data is used
+        print(found.summary())
+    if not found.files:
+        raise DataError(f"No {vocal} clips in {aus_dir}: {found.summary()} Pick another vocal channel.")
     rows, problems = [], []
     seen: dict[str, Path] = {}
     contents: dict[bytes, Path] = {}
-    for path in tqdm(files, desc="Checking AU files", unit="clip", disable=not progress, mininterval=2):
+    recordings: dict[str, Path] = {}
+    formats: dict[str, Path] = {}
+    for path in progress_bar(found.files, desc="Checking AU files", unit="clip", disable=not progress, mininterval=2):
         try:
             name = parse_name(path)
         except RavdessNameError as exc:
@@ -82,6 +76,13 @@ def build_manifest(aus_dir: str | os.PathLike, recursive: bool = False, strict: 
             problems.append(f"Duplicate clip {name.stem}: {seen[name.stem]} and {path}. Keep one file per clip.")
             continue
         seen[name.stem] = path
+        # Full-AV (01) and video-only (02) trials share one video: both would count one recording twice.
+        recording = name.stem[3:]
+        if recording in recordings:
+            problems.append(f"{recordings[recording]} and {path} are the same recording (modalities 01 and 02 share "
+                            "the video). Keep one of them.")
+            continue
+        recordings[recording] = path
         # Two clips cannot be the same bytes: one is a copy saved under the wrong name.
         digest = hashlib.blake2b(path.read_bytes(), digest_size=16).digest()
         if digest in contents:
@@ -96,8 +97,15 @@ def build_manifest(aus_dir: str | os.PathLike, recursive: bool = False, strict: 
         except (ValueError, OSError) as exc:
             problems.append(str(exc))
             continue
+        au_format = next(k for k, cols in openface.AU_SETS.items() if tuple(table.columns) == cols)
+        formats.setdefault(au_format, path)
         rows.append({"path": str(path.resolve()), "file": path.name, **name.as_dict(),
-                     "intensity_name": name.intensity_name, "label": name.label, "frames": frames})
+                     "intensity_name": name.intensity_name, "label": name.label, "frames": frames,
+                     "au_format": au_format})
+    if len(formats) > 1:
+        problems.insert(0, "Files of different AU formats are mixed: " + ", ".join(
+            f"{fmt} (e.g. {path})" for fmt, path in formats.items()) + ". The model takes one AU set; put each "
+            "format in its own folder.")
     if problems:
         shown = "\n  - ".join(problems[:20])
         more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
@@ -140,10 +148,11 @@ class ClipData:
     """All clips as one zero-padded float32 array, in manifest order."""
 
     names: list[str]
-    features: np.ndarray   # [clips, max_frames, 35], zero after each clip's end
+    features: np.ndarray   # [clips, max_frames, AU columns], zero after each clip's end
     lengths: np.ndarray    # [clips] int64
     labels: np.ndarray     # [clips] int64, index into ravdess.LABELS
     actors: np.ndarray     # [clips] int64
+    columns: tuple[str, ...] = openface.AU_COLUMNS  # what the last axis of features holds
 
     def __len__(self) -> int:
         return len(self.names)
@@ -155,7 +164,7 @@ class ClipData:
         index = np.asarray(index)
         n = int(self.lengths[index].max()) if len(index) else 0
         return ClipData([self.names[i] for i in index], self.features[index, :n], self.lengths[index],
-                        self.labels[index], self.actors[index])
+                        self.labels[index], self.actors[index], self.columns)
 
 
 def _content_key(paths: list[str]) -> str:
@@ -164,6 +173,12 @@ def _content_key(paths: list[str]) -> str:
         h.update(p.encode())
         h.update(Path(p).read_bytes())
     return h.hexdigest()
+
+
+def au_columns(manifest: pd.DataFrame) -> tuple[str, ...]:
+    """The AU columns of the manifest's clips (manifests written before py-feat support are OpenFace)."""
+    fmt = manifest["au_format"].iloc[0] if "au_format" in manifest and len(manifest) else "openface"
+    return openface.AU_SETS[fmt]
 
 
 def load_clips(manifest: pd.DataFrame, cache: bool = True, cache_dir: str | os.PathLike | None = None,
@@ -175,19 +190,21 @@ def load_clips(manifest: pd.DataFrame, cache: bool = True, cache_dir: str | os.P
         cache_file = Path(cache_dir or CACHE_DIR) / f"clips-{_content_key(paths)}.npz"
         if cache_file.is_file():
             with np.load(cache_file, allow_pickle=False) as z:
-                return ClipData(list(z["names"]), z["features"], z["lengths"], z["labels"], z["actors"])
+                return ClipData(list(z["names"]), z["features"], z["lengths"], z["labels"], z["actors"],
+                                au_columns(manifest))
     arrays = []
-    for p in tqdm(paths, desc="Loading AU clips", unit="clip", disable=not progress, mininterval=2):
+    for p in progress_bar(paths, desc="Loading AU clips", unit="clip", disable=not progress, mininterval=2):
         parsed = _PARSED.pop(_file_key(p), None)
         arrays.append(parsed if parsed is not None else openface.read_aus(p).to_numpy(np.float32))
     lengths = np.array([len(a) for a in arrays], dtype=np.int64)
-    features = np.zeros((len(arrays), int(lengths.max()), len(openface.AU_COLUMNS)), dtype=np.float32)
+    columns = au_columns(manifest)
+    features = np.zeros((len(arrays), int(lengths.max()), len(columns)), dtype=np.float32)
     for i, a in enumerate(arrays):
         features[i, : len(a)] = a
     data = ClipData(
         names=list(manifest["clip"]), features=features, lengths=lengths,
         labels=np.array([LABEL_INDEX[e] for e in manifest["emotion"]], dtype=np.int64),
-        actors=manifest["actor"].to_numpy(np.int64),
+        actors=manifest["actor"].to_numpy(np.int64), columns=columns,
     )
     if cache_file is not None:
         try:

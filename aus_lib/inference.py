@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from aus_lib import dataset, posteriors
+from aus_lib.progress import progress_bar
 from aus_lib.ravdess import LABELS
 from aus_lib.runs import atomic_write_csv
 
@@ -160,7 +160,7 @@ def extract_posteriors(run_dir: str | os.PathLike, partition: str = "val", out_d
     data = actor_normalized(run_dir, params, data)
     fingerprint = data_fingerprint(data)  # of the inputs as training saw them (normalized)
     tables = []
-    for k in tqdm(range(1, k_run + 1), desc=f"Posteriors ({partition})", unit="fold", disable=not progress):
+    for k in progress_bar(range(1, k_run + 1), desc=f"Posteriors ({partition})", unit="fold", disable=not progress):
         ckpt_path = run_dir / f"fold_{k}" / "checkpoint.pt"
         if not ckpt_path.is_file():
             raise FileNotFoundError(f"{ckpt_path} is missing: fold {k} of {run_dir} has not finished training "

@@ -96,7 +96,7 @@ def normalize_data(data, kind: str | None, stats: Mapping[int, Mapping] | None =
         n = int(data.lengths[i])
         features[i, :n] = (data.features[i, :n] - np.asarray(s["centre"])) / np.asarray(s["scale"])
     return type(data)(list(data.names), features.astype(np.float32), data.lengths.copy(), data.labels.copy(),
-                      data.actors.copy())
+                      data.actors.copy(), data.columns)
 
 
 def normalize_clips(clips: Mapping[str, np.ndarray], actors: Mapping[str, int | None],

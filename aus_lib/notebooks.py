@@ -40,12 +40,24 @@ def run_notebook(name: str, output: str | os.PathLike, parameters: dict | None =
 
     if name not in NOTEBOOKS:
         raise ValueError(f"Unknown notebook {name!r}; the collection has {', '.join(NOTEBOOKS)}.")
+    from aus_lib.progress import ENV
+
     check_kernel(kernel_name)
     Path(output).parent.mkdir(parents=True, exist_ok=True)
-    return pm.execute_notebook(
-        str(NOTEBOOKS_DIR / f"{name}.ipynb"), str(output), parameters=parameters or {},
-        kernel_name=kernel_name, cwd=str(cwd or NOTEBOOKS_DIR), progress_bar=False, log_output=log_output,
-    )
+    # The kernel inherits this process's environment; run in-process, papermill is not its parent
+    # process, so say outright that nobody watches a live bar.
+    before = os.environ.get(ENV)
+    os.environ[ENV] = "plain"
+    try:
+        return pm.execute_notebook(
+            str(NOTEBOOKS_DIR / f"{name}.ipynb"), str(output), parameters=parameters or {},
+            kernel_name=kernel_name, cwd=str(cwd or NOTEBOOKS_DIR), progress_bar=False, log_output=log_output,
+        )
+    finally:
+        if before is None:
+            os.environ.pop(ENV, None)
+        else:
+            os.environ[ENV] = before
 
 
 def strip_outputs(path: str | os.PathLike) -> bool:

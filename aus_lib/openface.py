@@ -1,12 +1,14 @@
 """Reading OpenFace Action Unit output into tidy pandas tables.
 
-Two on-disk formats are understood:
+Three on-disk formats are understood:
 
 * the *processed* format the original pipeline stored: ``;``-separated, a header, exactly
   the 35 :data:`AU_COLUMNS`, one row per video frame;
-* *raw* OpenFace 2.x output (FeatureExtraction, FaceLandmarkImg, FaceLandmarkVidMulti).
+* *raw* OpenFace 2.x output (FeatureExtraction, FaceLandmarkImg, FaceLandmarkVidMulti);
+* *py-feat* Detector output (also the FELT release of RAVDESS): 20 AU probabilities
+  :data:`PYFEAT_AU_COLUMNS` (``AU01`` ... ``AU43``, no ``_r``/``_c``).
 
-:func:`read_aus` reads either into the 35 model columns; :func:`convert_folder` turns a folder of
+:func:`read_aus` reads the first two into the 35 model columns and py-feat files into its 20; :func:`convert_folder` turns a folder of
 raw output into processed files under a frame-quality policy and reports per-clip QC.
 """
 from __future__ import annotations
@@ -22,7 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from pandas.api.types import is_bool_dtype, is_numeric_dtype
-from tqdm.auto import tqdm
+
+from aus_lib.progress import progress_bar
 
 AU_INTENSITY = (
     "AU01_r", "AU02_r", "AU04_r", "AU05_r", "AU06_r", "AU07_r", "AU09_r", "AU10_r", "AU12_r",
@@ -34,6 +37,15 @@ AU_PRESENCE = (
 )
 # The model's input columns, in this order (input_size 35).
 AU_COLUMNS = AU_INTENSITY + AU_PRESENCE
+# py-feat's AU probabilities (0-1), in its own column order (input_size 20).
+PYFEAT_AU_COLUMNS = (
+    "AU01", "AU02", "AU04", "AU05", "AU06", "AU07", "AU09", "AU10", "AU11", "AU12",
+    "AU14", "AU15", "AU17", "AU20", "AU23", "AU24", "AU25", "AU26", "AU28", "AU43",
+)
+# The model input of each file format (the processed and raw OpenFace formats share one).
+AU_SETS = {"openface": AU_COLUMNS, "pyfeat": PYFEAT_AU_COLUMNS}
+# py-feat columns read besides the AUs: its frame counter and face-detection score.
+_PYFEAT_KEPT = ("frame", "FaceScore")
 PROCESSED_SEP = ";"
 
 PathLike = str | os.PathLike
@@ -58,7 +70,7 @@ class _Table:
     """A parsed CSV: numeric columns with stripped names, and where each data row sits in the file."""
 
     path: Path
-    fmt: str  # "processed" or "raw"
+    fmt: str  # "processed", "raw" (OpenFace) or "pyfeat"
     data: pd.DataFrame
     lines: list[int]  # 1-based line number of each data row
 
@@ -94,6 +106,10 @@ def _load(path: PathLike) -> _Table:
             f"{header[:80]!r}. Pass an OpenFace CSV."
         )
     names = [name.strip() for name in header.split(sep)]
+    if fmt == "raw" and "AU01" in names and "AU01_r" not in names:
+        fmt = "pyfeat"
+        if names[0] == "":
+            names[0] = "index"  # pandas writes its row index as an unnamed first column
     duplicated = sorted({n for n in names if names.count(n) > 1})
     if duplicated:
         raise AUFileError(f"{path}: header repeats column(s) {duplicated}; keep one of each.")
@@ -119,6 +135,9 @@ def _load(path: PathLike) -> _Table:
     )
     data.columns = names
     table = _Table(path, fmt, data, [lineno for lineno, _ in numbered[1:]])
+    if fmt == "pyfeat":
+        # Emotion scores, landmarks and the `input` path are not model input; only these must be numbers.
+        table.data = data = data.loc[:, [c for c in data.columns if c in PYFEAT_AU_COLUMNS or c in _PYFEAT_KEPT]].copy()
     for col, dtype in data.dtypes.items():
         if not is_numeric_dtype(dtype) or is_bool_dtype(dtype):
             data[col] = _to_number(table, col)
@@ -298,14 +317,62 @@ def read_aus(path: PathLike, strict: bool = False, min_frames: int = 2) -> pd.Da
     single images (FaceLandmarkImg output).
     """
     table = _load(path)
-    if table.fmt == "processed":
-        aus = _processed_aus(table)
+    if table.fmt == "pyfeat":
+        aus, _ = _pyfeat_aus(table, strict)
+    elif table.fmt == "processed":
+        aus = _check_values(table, _processed_aus(table), strict)
     else:
         rows, _ = _raw_face_rows(table)
-        aus = rows.loc[:, list(AU_COLUMNS)]
-    aus = _check_values(table, aus, strict)
+        aus = _check_values(table, rows.loc[:, list(AU_COLUMNS)], strict)
     _check_length(table, len(aus), min_frames, "Drop the clip, or pass min_frames=1 to accept single images.")
     return aus
+
+
+def au_format(path: PathLike) -> str:
+    """``"openface"`` (processed or raw OpenFace) or ``"pyfeat"``: which AU set a file holds,
+    from its header line alone."""
+    with open(path, encoding="utf-8-sig", errors="replace") as handle:
+        header = next((line for line in handle if line.strip()), "")
+    names = {name.strip() for name in header.replace(PROCESSED_SEP, ",").split(",")}
+    return "pyfeat" if "AU01" in names and "AU01_r" not in names else "openface"
+
+
+def _pyfeat_aus(table: _Table, strict: bool) -> tuple[pd.DataFrame, dict]:
+    """The 20 AU probabilities of a py-feat file, one row per frame, and QC facts.
+
+    py-feat writes one row per detected face: with several faces in a frame the one with the
+    highest ``FaceScore`` is kept; frames without a face (all AUs empty) become zeros, as
+    OpenFace writes lost frames, and are counted as ``failed_frames``.
+    """
+    data = table.data
+    missing = [c for c in PYFEAT_AU_COLUMNS if c not in data.columns]
+    if missing:
+        raise AUFileError(f"{table.path} is py-feat output but lacks AU column(s) {', '.join(missing)}; "
+                          "write the Detector's full output (all 20 AUs).")
+    faces_per_frame = 1
+    if "frame" in data.columns and data["frame"].duplicated().any():
+        faces_per_frame = int(data["frame"].value_counts().max())
+        score = data["FaceScore"].fillna(-1.0) if "FaceScore" in data.columns else pd.Series(0.0, index=data.index)
+        order = data.assign(_score=score).sort_values(["frame", "_score"], ascending=[True, False], kind="stable")
+        data = order.drop_duplicates("frame").drop(columns="_score")
+        warnings.warn(f"{table.path}: up to {faces_per_frame} faces per frame; kept the face with the highest "
+                      "FaceScore in each frame.", AUFileWarning, stacklevel=3)
+    aus = data.loc[:, list(PYFEAT_AU_COLUMNS)]
+    lost = aus.isna().all(axis=1)
+    aus = aus.where(~lost, 0.0)
+    _check_finite(table, aus)
+    values = aus.to_numpy(dtype="float64")
+    bad = (values < 0) | (values > 1)
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        message = (f"{table.path}: py-feat AU probabilities lie in [0, 1], but {int(bad.sum())} value(s) do not, first "
+                   f"{values[r, c]:g} at {table.where(int(aus.index[r]))}, column {PYFEAT_AU_COLUMNS[c]}.")
+        if strict:
+            raise AUFileError(message)
+        warnings.warn(message + " (strict=True makes this an error.)", AUFileWarning, stacklevel=3)
+    info = {"faces": faces_per_frame, "failed_frames": float(lost.sum()),
+            "mean_confidence": float(data["FaceScore"].mean()) if "FaceScore" in data.columns else np.nan}
+    return pd.DataFrame(values, columns=list(PYFEAT_AU_COLUMNS)), info
 
 
 def _atomic_write(df: pd.DataFrame, path: Path) -> None:
@@ -370,7 +437,13 @@ def qc_table(paths: PathLike | Iterable[PathLike]) -> pd.DataFrame:
     for path in _as_paths(paths):
         table = _load(path)
         record = {"clip": path.stem, "source": str(path), "format": table.fmt}
-        if table.fmt == "processed":
+        if table.fmt == "pyfeat":
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", AUFileWarning)
+                aus, info = _pyfeat_aus(table, strict=False)
+            record.update(frames=len(aus), faces=info["faces"], face_kept=np.nan, failed_frames=info["failed_frames"],
+                          mean_confidence=info["mean_confidence"])
+        elif table.fmt == "processed":
             aus = _processed_aus(table)
             record.update(frames=len(aus), faces=np.nan, face_kept=np.nan, failed_frames=np.nan, mean_confidence=np.nan,
                           missing_frames=np.nan)
@@ -385,6 +458,15 @@ def qc_table(paths: PathLike | Iterable[PathLike]) -> pd.DataFrame:
     columns = ["clip", "source", "format", "frames", "faces", "face_kept", "failed_frames", "mean_confidence",
                "missing_frames"]
     return pd.DataFrame.from_records(records, columns=columns)
+
+
+def qc_summary(qc: pd.DataFrame) -> pd.DataFrame:
+    """Per-column summary (count, mean, min, max, ...) of a :func:`qc_table`, leaving out what the
+    files' format does not record (the processed format keeps no faces, success or confidence),
+    so no row is all NaN; ``frames_lost`` counts frames with ``success`` 0 (py-feat: no face)."""
+    numeric = qc.drop(columns=["clip", "source", "format"]).dropna(axis=1, how="all").astype("float64")
+    numeric = numeric.rename(columns={"failed_frames": "frames_lost"})
+    return numeric.describe().T
 
 
 def _apply_policy(table: _Table, rows: pd.DataFrame, policy: str, min_confidence: float) -> pd.DataFrame:
@@ -447,8 +529,10 @@ def convert_folder(
         raise _exists_error(existing)
 
     converted, records = [], []
-    for source in tqdm(sources, desc="OpenFace -> AUs", unit="clip", disable=not progress):
+    for source in progress_bar(sources, desc="OpenFace -> AUs", unit="clip", disable=not progress):
         table = _load(source)
+        if table.fmt == "pyfeat":
+            raise AUFileError(f"{source} is py-feat output; it needs no conversion: point aus_dir at its folder directly.")
         if table.fmt != "raw":
             raise AUFileError(
                 f"{source} is already in the processed ';' format; convert_folder only converts raw OpenFace output "

@@ -294,6 +294,19 @@ def _empty_long_table() -> pd.DataFrame:
     return pd.DataFrame(columns=["clip", "fold", "partition", "label", "prediction"] + [f"p_{e}" for e in LABELS])
 
 
+def find_posterior_files_or_none(folder: str | os.PathLike, partition: str = "val") -> dict[int, Path]:
+    """Like :func:`find_posterior_files`, but an empty dict when ``folder`` is missing or holds none
+    (other problems, such as mixed K, still raise)."""
+    if not Path(folder).is_dir():
+        return {}
+    try:
+        return find_posterior_files(folder, partition)
+    except PosteriorFileError as err:
+        if f"no {partition!r} posterior files" in str(err):
+            return {}
+        raise
+
+
 def read_run(folder: str | os.PathLike, partition: str = "val", strip_padding: bool = True) -> dict[int, pd.DataFrame]:
     """Fold k -> :func:`read_posteriors` table for every fold of the run in ``folder``."""
     return {k: read_posteriors(p, strip_padding) for k, p in find_posterior_files(folder, partition).items()}

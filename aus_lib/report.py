@@ -51,6 +51,9 @@ def load_posteriors(run_dir: str | os.PathLike | None = None, posteriors_dir: st
         raise ValueError("Give run_dir (a 02_train_cv run) or posteriors_dir (a folder of posterior files).")
     run = Path(run_dir) if run_dir is not None else None
     folder = Path(posteriors_dir) if posteriors_dir is not None else run / "posteriors"
+    if posteriors_dir is None and not posteriors.find_posterior_files_or_none(folder, partition):
+        raise FileNotFoundError(f"{run} has no '{partition}' posteriors yet: run 03_extract_posteriors with "
+                                f"-p run_dir {run} first (or pass posteriors_dir).")
     tables = posteriors.read_run(folder, partition)
     long = posteriors.to_long_table(tables, partition=partition)
     params = manifest = None
@@ -58,6 +61,27 @@ def load_posteriors(run_dir: str | os.PathLike | None = None, posteriors_dir: st
         params = json.loads((run / "config.json").read_text())
         manifest = pd.read_csv(run / "inputs.csv")
     return RunPosteriors(folder, partition, tables, long, run, params, manifest)
+
+
+def newest_run_with_posteriors(runs_dir: str | os.PathLike, partition: str = "val") -> Path:
+    """The most recently written run in ``runs_dir`` that has ``partition`` posteriors: the
+    ``latest`` pointer names the newest run of 02, which may not have been through 03 yet."""
+    runs_dir = Path(runs_dir)
+    candidates = sorted((p for p in runs_dir.iterdir() if (p / "config.json").is_file()),
+                        key=lambda p: (p / "config.json").stat().st_mtime, reverse=True) if runs_dir.is_dir() else []
+    for run in candidates:
+        if posteriors.find_posterior_files_or_none(run / "posteriors", partition):
+            return run
+    if candidates:
+        raise FileNotFoundError(f"No run in {runs_dir} has '{partition}' posteriors yet: run 03_extract_posteriors "
+                                f"with -p run_dir {candidates[0]} first.")
+    raise FileNotFoundError(f"No run in {runs_dir} yet: run 02_train_cv, then 03_extract_posteriors.")
+
+
+def clip_figure(item: dict):
+    """One clip's AU heatmap with its attention curve, true and predicted emotion."""
+    return plots.attention_heatmap(item["aus"], item["attention"], f"Fold {item['fold']}, clip {item['clip']}: "
+                                   f"true {item['true']}, predicted {item['pred']}")
 
 
 def analysis_dir(post: RunPosteriors) -> Path:
@@ -107,17 +131,33 @@ def static_baselines(manifest: pd.DataFrame, data: dataset.ClipData,
                      minirocket: bool = True) -> dict[str, pd.DataFrame]:
     """Baselines cross-validated on the run's own folds: static classifiers on per-clip averaged
     AUs and MiniRocket on the sequences, once per actor normalization (label-free, per actor).
-    ``data`` holds the raw clips; names say which normalization a row used."""
+    ``data`` holds the raw clips; names say which normalization a row used.
+
+    The MLP keeps scikit-learn's default 200 iterations, as the original code did, so some fits
+    stop before converging: one line counts them instead of a warning per fit."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+
     table = clip_averages(data)
     fold_actors = folds.folds_from_manifest(manifest)
     out = {}
-    for kind in actor_normalizations:
-        label = ACTOR_NORM_LABELS[kind]
-        for name, (model, param, norm) in which.items():
-            out[name + label] = baselines.static_cv(table, model, param, norm, folds=fold_actors,
-                                                    actor_normalization=kind)
-        if minirocket:
-            out["MiniRocket + ridge, AU sequences" + label] = baselines.minirocket_cv(data, fold_actors, kind)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        for kind in actor_normalizations:
+            label = ACTOR_NORM_LABELS[kind]
+            for name, (model, param, norm) in which.items():
+                out[name + label] = baselines.static_cv(table, model, param, norm, folds=fold_actors,
+                                                        actor_normalization=kind)
+            if minirocket:
+                out["MiniRocket + ridge, AU sequences" + label] = baselines.minirocket_cv(data, fold_actors, kind)
+    stopped = [w for w in caught if issubclass(w.category, ConvergenceWarning)]
+    for w in caught:
+        if w not in stopped:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if stopped:
+        print(f"{len(stopped)} static fit(s) stopped at their iteration limit before converging (the original "
+              "code's settings, kept for comparability).")
     return out
 
 
@@ -140,8 +180,6 @@ def comparison_figure_table(comparison: pd.DataFrame) -> pd.DataFrame:
     table["ci_low"] = comparison["accuracy"] - comparison["ci95"]
     table["ci_high"] = comparison["accuracy"] + comparison["ci95"]
     table["group"] = comparison["source"]
-    table.index = [f"{name} ({src})" if src == "paper" else name
-                   for name, src in zip(comparison.index, comparison["source"])]
     return table
 
 
@@ -234,15 +272,14 @@ def clip_browser(post: RunPosteriors, data: dataset.ClipData):
 
     def on_fold(_=None):
         clip_pick.options = [(label(it), n) for n, it in enumerate(by_fold[fold_pick.value])]
+        clip_pick.value = 0  # start on the fold's first clip, never on an empty figure
 
     def on_clip(_=None):
         if clip_pick.value is None:
             return
-        it = by_fold[fold_pick.value][clip_pick.value]
         with out:
             out.clear_output(wait=True)
-            display(plots.attention_heatmap(it["aus"], it["attention"], f"Fold {it['fold']}, clip {it['clip']}: "
-                                            f"true {it['true']}, predicted {it['pred']}"))
+            display(clip_figure(by_fold[fold_pick.value][clip_pick.value]))
 
     fold_pick.observe(on_fold, names="value")
     clip_pick.observe(on_clip, names="value")

@@ -22,6 +22,7 @@ Model selection (``cfg.selection``):
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import json
@@ -44,10 +45,11 @@ from tqdm.auto import tqdm
 
 from aus_lib import analysis, normalize, plots, runs
 from aus_lib.config import Config, build_config
-from aus_lib.dataset import ClipData, load_clips
+from aus_lib.dataset import ClipData, au_columns, load_clips
 from aus_lib.folds import assign_folds, check_training_emotions, folds_from_manifest, make_folds
 from aus_lib.openface import AU_COLUMNS
 from aus_lib.model import DropoutNoise, Sequence1Modal, lengths_to_mask
+from aus_lib.progress import training_bar
 from aus_lib.ravdess import LABEL_INDEX, LABELS
 
 METRICS = ("accuracy", "precision", "recall", "f1", "uar", "loss")
@@ -557,7 +559,8 @@ def report_epoch(bar: tqdm | None, run: FoldRun, row: dict) -> None:
     """Advance the progress bar by one epoch of ``run``."""
     if bar is not None:
         bar.update(1)
-        bar.set_postfix({"fold": run.k, "val_f1": f"{row['val_f1']:.3f}", "best_epoch": run.stopper.best_epoch},
+        bar.set_postfix({"fold": run.k, "epoch": row["epoch"], "val_f1": f"{row['val_f1']:.3f}",
+                         "best_epoch": run.stopper.best_epoch},
                         refresh=False)
 
 
@@ -702,6 +705,12 @@ def _differences(old: Mapping, new: Mapping) -> list[str]:
                   if key not in RESUMABLE_CHANGES and old.get(key) != new.get(key))
 
 
+def fit_input_size(cfg: Config, manifest: pd.DataFrame) -> Config:
+    """``cfg`` with ``input_size`` set to the AU set of the manifest's clips (35 OpenFace columns,
+    20 py-feat probabilities): the data decides, so one params file serves both formats."""
+    return dataclasses.replace(cfg, input_size=len(au_columns(manifest)))
+
+
 def run_fingerprint(cfg: Config, manifest: pd.DataFrame) -> dict:
     """What a run folder must match to be resumed (for :func:`aus_lib.runs.prepare_run_dir`):
     the configuration (but device and threads), the folds' test actors, the clips and which data
@@ -709,6 +718,7 @@ def run_fingerprint(cfg: Config, manifest: pd.DataFrame) -> dict:
     no run folder is made for a run that cannot start."""
     from aus_lib.dataset import describe_data
 
+    cfg = fit_input_size(cfg, manifest)
     manifest = _with_folds(cfg, manifest.reset_index(drop=True), None)
     resolve_device(cfg.device)
     for k in range(1, cfg.kfolds + 1):
@@ -772,7 +782,7 @@ def normalize_actors(cfg: Config, data: ClipData, run_dir: Path | None = None) -
     stats = normalize.statistics_of(data, cfg.actor_normalization)
     if run_dir is not None:
         runs.atomic_write_json(Path(run_dir) / ACTOR_STATS_FILE,
-                               normalize.statistics_to_json(stats, cfg.actor_normalization, AU_COLUMNS))
+                               normalize.statistics_to_json(stats, cfg.actor_normalization, data.columns))
     return normalize.normalize_data(data, cfg.actor_normalization, stats)
 
 
@@ -797,6 +807,7 @@ def train_cv(cfg: Config, manifest: pd.DataFrame, run_dir: str | os.PathLike, da
     fold continues from its last saved epoch.
     """
     run_dir = Path(run_dir)
+    cfg = fit_input_size(cfg, manifest)
     manifest = _with_folds(cfg, manifest.reset_index(drop=True), folds)
     only = None if folds is None or isinstance(folds, Mapping) else sorted(int(k) for k in folds)
     to_run = only or list(range(1, cfg.kfolds + 1))
@@ -820,8 +831,8 @@ def train_cv(cfg: Config, manifest: pd.DataFrame, run_dir: str | os.PathLike, da
         runs.atomic_write_json(run_dir / "environment.json", environment(device))
         interactive = sys.stderr.isatty()
         phases = 2 if cfg.final_fit == "refit" else 1
-        bar = tqdm(total=len(to_run) * cfg.epochs * phases, desc=f"{cfg.name} {len(to_run)}-fold CV", unit="epoch",
-                   disable=not progress, mininterval=0.1 if interactive else QUIET_MININTERVAL)
+        bar = training_bar(len(to_run) * cfg.epochs * phases, f"{cfg.name} {len(to_run)}-fold CV", enabled=progress,
+                           mininterval=0.1 if interactive else QUIET_MININTERVAL)
         results: list[FoldResult] = []
         jobs: list[FoldJob] = []
         try:

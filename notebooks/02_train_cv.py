@@ -75,7 +75,8 @@ print(f"{len(manifest)} clips, {manifest['actor'].nunique()} actors, {cfg.kfolds
 
 # %% [markdown]
 # ## Train
-# One progress bar covers all folds and epochs; it shows the current validation F1 and the best epoch.
+# One progress bar covers all folds and epochs; it shows the current validation F1 and the best epoch. In a batch run
+# (papermill) it becomes plain lines every 30 s (fold, epoch, val F1, best epoch, elapsed, ETA) that `--log-output` streams.
 
 # %%
 run_dir = runs.prepare_run_dir(resolve(out_dir, REPO_ROOT), run_name or runs.default_run_name("run"),

@@ -40,7 +40,7 @@ except ModuleNotFoundError as exc:
 
 # %% tags=["parameters"]
 # Relative paths are taken from the repository root (REPO_ROOT), wherever papermill or Jupyter runs the notebook.
-run_dir: "Optional[str]" = None          # a run folder; None: the newest run in outputs/runs
+run_dir: "Optional[str]" = None          # a run folder; None: the newest run in outputs/runs that has posteriors
 posteriors_dir: "Optional[str]" = None   # a folder of posterior files; None: <run>/posteriors
 partition: str = "val"                   # which posterior files to analyse
 baselines: bool = True                   # run the static baselines on the same folds
@@ -49,12 +49,14 @@ examples_per_emotion: int = 1            # correct and misclassified clips per e
 # %%
 from IPython.display import Image, display
 
-from aus_lib import analysis, dataset, plots, report, runs
+from aus_lib import analysis, dataset, plots, report
 from aus_lib.paths import OUTPUTS, REPO_ROOT, resolve
+from aus_lib.progress import in_batch_kernel
 from aus_lib.runs import atomic_write_csv
 
 plots.apply_style()
-run = resolve(run_dir, REPO_ROOT) if run_dir else (None if posteriors_dir else runs.latest_run(OUTPUTS / "runs"))
+run = resolve(run_dir, REPO_ROOT) if run_dir else (None if posteriors_dir else
+                                                   report.newest_run_with_posteriors(OUTPUTS / "runs", partition))
 post = report.load_posteriors(run, resolve(posteriors_dir, REPO_ROOT) if posteriors_dir else None, partition)
 out = report.analysis_dir(post)
 print(f"Posteriors: {post.folder} ({len(post.tables)} folds, {len(post.long)} clips)\nAnalysis goes to: {out}")
@@ -101,7 +103,7 @@ if baselines and data is not None:
 else:
     comparison = analysis.comparison_table(summary, {}, post.selection)
 atomic_write_csv(out / "comparison.csv", comparison)
-display(comparison.round(2))
+display(analysis.readable(comparison))
 plots.metric_comparison(report.comparison_figure_table(comparison), "Accuracy (%) with 95 % CI: this run, "
                         "static baselines and the paper", path=out / "comparison.png")
 
@@ -121,10 +123,13 @@ else:
 
 # %% [markdown]
 # ## Browse clips (JupyterLab)
-# Pick a fold and a clip to see its AU heatmap, attention curve, true and predicted emotion.
+# Pick a fold and a clip to see its AU heatmap, attention curve, true and predicted emotion. A batch run (papermill)
+# has nobody to pick, so it leaves the first clip's figure instead.
 
 # %%
-if data is not None:
+if data is not None and in_batch_kernel():
+    display(report.clip_figure(report.attention_items(post, data, fold=min(post.tables))[0]))
+elif data is not None:
     display(report.clip_browser(post, data))
 
 # %%

@@ -236,4 +236,31 @@ def test_comparison_rows_of_the_paper_have_readable_names():
                            index=pd.Index(["1", "mean"], dtype=object))
     names = comparison_table(summary, {}, "inner").index.tolist()
     assert not any("nan" in n for n in names), names
-    assert "MLP (80), averaged AUs, min-max" in names
+    assert "MLP (80), averaged AUs, min-max (paper)" in names
+
+
+def test_04_by_default_takes_the_newest_run_that_has_posteriors(tiny_run, tmp_path):
+    import shutil
+
+    from aus_lib import report
+
+    runs_dir = tmp_path / "runs"
+    shutil.copytree(tiny_run, runs_dir / "with_posteriors")
+    newer = runs_dir / "trained_only"
+    newer.mkdir()
+    (newer / "config.json").write_text((tiny_run / "config.json").read_text())
+    assert report.newest_run_with_posteriors(runs_dir) == runs_dir / "with_posteriors"
+    with pytest.raises(FileNotFoundError, match=f"run 03_extract_posteriors with -p run_dir {newer}"):
+        report.load_posteriors(newer)
+
+
+def test_the_comparison_names_every_row_once_and_shows_no_nan(tmp_path):
+    from aus_lib.analysis import readable
+
+    _write_run(tmp_path, RUN)
+    run = summarize_posteriors(tmp_path)
+    table = comparison_table(run, {"MLP (80), averaged AUs, min-max": run}, selection="inner")
+    assert table.index.is_unique
+    shown = readable(table).to_string()
+    assert "NaN" not in shown and "<NA>" not in shown
+    assert table.loc["MLP (80), averaged AUs, min-max (paper)", "n"] == 1440

@@ -20,10 +20,12 @@ def test_manifest_of_the_real_clips(real_ravdess):
 
 
 def test_missing_folder_and_empty_folder(tmp_path):
+    from aus_lib.clipfiles import find_clips
+
     with pytest.raises(dataset.DataError, match="does not exist"):
-        dataset.find_clip_files(tmp_path / "nope")
+        find_clips(tmp_path / "nope")
     with pytest.raises(dataset.DataError, match="no .csv files"):
-        dataset.find_clip_files(tmp_path)
+        find_clips(tmp_path)
 
 
 def _write(path, rows, header=";".join(AU_COLUMNS)):

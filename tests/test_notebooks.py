@@ -45,6 +45,10 @@ def test_02_train_cv_runs_a_short_cv(tiny_synthetic, tiny_params, tmp_path):
     text = outputs_of(tmp_path / "02.ipynb")
     assert "Config from" in text and "epochs               2" in text  # the resolved config, with the override
     assert "optimistic" in text
+    # Plain progress lines, not a widget nobody renders in a batch kernel.
+    assert "tiny 2-fold CV: " in text and "val F1" in text and "best epoch" in text and "ETA" in text
+    assert "tiny 2-fold CV: done" in text
+    assert "widget-view" not in (tmp_path / "02.ipynb").read_text()
 
 
 def test_02_refuses_to_overwrite_a_finished_run(tiny_run, tiny_params, tmp_path):
@@ -83,6 +87,11 @@ def test_04_analysis_writes_tables_and_figures(tiny_run, tmp_path):
     assert list((tiny_run / "fold_2").glob("attention_clip_*.png"))
     text = outputs_of(tmp_path / "04.ipynb")
     assert "Pooled accuracy over 240 clips" in text and "optimistic" in text
+    nb = json.loads((tmp_path / "04.ipynb").read_text())
+    last_figure = nb["cells"][-2]["outputs"]  # the clip browser's cell, run in batch
+    assert any("image/png" in o.get("data", {}) for o in last_figure)
+    assert "VBox(" not in json.dumps(nb) and "ConvergenceWarning" not in json.dumps(nb)
+    assert "NaN" not in text and "<NA>" not in text
 
 
 def test_04_reads_a_bare_folder_of_posterior_files(tiny_run, tmp_path):
