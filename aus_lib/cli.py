@@ -4,6 +4,7 @@
     aus-emotion train params/RAVDESS_AUs.json --kfolds 5
     aus-emotion inference params/RAVDESS_AUs_posteriors.json --kfolds 5 --pretrained RUN_DIR
     aus-emotion analyse RUN_DIR
+    aus-emotion sweep --space params/sweep_space.json --study NAME --n-trials 50
 """
 from __future__ import annotations
 
@@ -68,6 +69,14 @@ def _analyse(args) -> None:
     print(f"Pooled accuracy: {100 * pooled['accuracy']:.2f} ± {100 * pooled['ci95']:.2f} % over {pooled['n']} clips")
 
 
+def _sweep(args) -> None:
+    from aus_lib import sweep
+
+    sweep.run_sweep(args.space, args.study, args.n_trials, storage=args.storage, base_params=args.base_params,
+                    overrides={"kfolds": args.kfolds, "epochs": args.epochs}, folds_dir=args.folds_dir,
+                    aus_dir=args.aus_dir, final=not args.no_final, heartbeat=args.heartbeat)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aus-emotion", description="Emotion recognition from facial Action Unit "
                                      "sequences (OpenFace, RAVDESS): the notebooks' steps from the command line.")
@@ -111,6 +120,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", nargs="?", help="run folder or posterior folder (default: newest run)")
     p.add_argument("--partition", default="val")
     p.set_defaults(func=_analyse)
+
+    p = sub.add_parser("sweep", help="nested hyperparameter search on Optuna; workers share the study")
+    p.add_argument("--space", required=True, help="search space JSON, e.g. params/sweep_space.json")
+    p.add_argument("--study", required=True, help="study name; results go to outputs/sweeps/<study>/")
+    p.add_argument("--storage", help="postgresql://user:pass@host/db for many machines, or a journal file "
+                   "(default outputs/sweeps/<study>/journal.log)")
+    p.add_argument("--n-trials", type=int, required=True, help="finished trials the study should hold, all workers together")
+    p.add_argument("--kfolds", type=int)
+    data = p.add_mutually_exclusive_group()
+    data.add_argument("--folds-dir", help="fold lists from make-folds (default outputs/folds/synthetic_<K>CV)")
+    data.add_argument("--aus-dir", help="AU folder (default: the synthetic set)")
+    p.add_argument("--epochs", type=int, help="epochs per fold (default from --base-params)")
+    p.add_argument("--base-params", default="params/RAVDESS_AUs.json", help="everything the space does not search")
+    p.add_argument("--no-final", action="store_true", help="skip the outer-fold evaluation of the best trial")
+    p.add_argument("--heartbeat", type=int, default=60, help="seconds between a database worker's heartbeats")
+    p.set_defaults(func=_sweep)
     return parser
 
 
