@@ -259,11 +259,16 @@ def open_storage(storage: str | None, folder: Path, heartbeat: int = DEFAULT_HEA
     if storage and "://" in storage:
         if heartbeat < 1:
             raise SweepError(f"heartbeat={heartbeat}: use at least 1 second.")
+        if storage.startswith(("postgresql://", "postgres://")):
+            # SQLAlchemy 2.1 maps a bare postgresql:// to psycopg 3; the project installs psycopg2.
+            storage = "postgresql+psycopg2://" + storage.split("://", 1)[1]
         try:
-            return optuna.storages.RDBStorage(
-                storage, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=heartbeat,
-                grace_period=2 * heartbeat,
-                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats are "experimental"
+                return optuna.storages.RDBStorage(
+                    storage, engine_kwargs={"pool_pre_ping": True}, heartbeat_interval=heartbeat,
+                    grace_period=2 * heartbeat,
+                    heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
         except Exception as exc:  # SQLAlchemy's and the driver's errors have no common base
             raise SweepError(f"Cannot open the study storage {_hide_password(storage)}: {exc}. Check the URL, that the "
                              "server runs and that this machine may connect to it.") from exc
