@@ -259,3 +259,17 @@ def _has_user(name: str) -> bool:
 @pytest.mark.slow
 def test_two_workers_share_a_postgresql_study_and_survive_a_killed_one(setup, tmp_path, postgres_url):
     two_workers_then_a_kill(setup, tmp_path, postgres_url, sweep.open_storage(postgres_url, tmp_path))
+
+
+@pytest.mark.slow
+def test_notebook_05_runs_a_short_sweep_and_shows_the_outer_fold_figure(setup, tmp_path, monkeypatch):
+    from aus_lib.notebooks import run_notebook
+
+    # The kernel is a child process: it reads these at import.
+    monkeypatch.setenv("AUS_OUTPUTS", str(tmp_path))
+    monkeypatch.setenv("AUS_CACHE_DIR", str(tmp_path / "cache"))
+    run_notebook("05_sweep", tmp_path / "05.ipynb", {
+        "space_file": str(setup["space"]), "study": "nb", "n_trials": 2, "epochs": 2,
+        "base_params": str(setup["base"]), "folds_dir": str(setup["folds"])})
+    assert "mean ± std over 2 outer folds" in (tmp_path / "05.ipynb").read_text()
+    assert load_config(tmp_path / "sweeps" / "nb" / "best_params.json").selection == "inner"
