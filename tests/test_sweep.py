@@ -115,6 +115,18 @@ def test_a_study_refuses_to_continue_with_another_search_space(setup, tmp_path, 
         sweep.run_sweep(other, "s", 0, **run)
 
 
+def test_the_command_reports_a_bad_space_with_exit_code_2(setup, tmp_path, monkeypatch, capsys):
+    from aus_lib import cli
+
+    monkeypatch.setattr(sweep, "OUTPUTS", tmp_path)
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps({"model_params.encoder.width": {"low": 8, "high": 64}}))
+    code = cli.main(["sweep", "--space", str(space), "--study", "bad", "--n-trials", "1",
+                     "--base-params", str(setup["base"]), "--folds-dir", str(setup["folds"])])
+    assert code == 2
+    assert "model_params.encoder.width" in capsys.readouterr().err
+
+
 # --- workers sharing a study ---------------------------------------------------------------------------------
 
 N_TRIALS = 4
