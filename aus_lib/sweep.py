@@ -43,10 +43,11 @@ OBJECTIVE = ("mean over the outer folds of the inner-validation weighted F1 at t
              "(outer test folds never used)")
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
 DEFAULT_HEARTBEAT = 60  # seconds between a PostgreSQL worker's signs of life; stale after twice that
-# Median pruning from the 5th trial on, and never before a trial's 3rd epoch: the first epochs
-# of a good configuration (a small learning rate) can look as bad as those of a poor one.
+# Median pruning from the 5th trial on, and never before a trial's 3rd epoch (Optuna prunes from
+# step n_warmup_steps): the first epochs of a good configuration (a small learning rate) can look
+# as bad as those of a poor one.
 PRUNER_STARTUP_TRIALS = 5
-PRUNER_WARMUP_EPOCHS = 2
+PRUNER_WARMUP_EPOCHS = 3
 SPEC_KEYS = {"low", "high", "log", "step", "choices"}
 
 
@@ -220,6 +221,7 @@ class _EpochReporter:
         self.epochs = {k: 0 for k in self.inner}
         self.stopped = {k: False for k in self.inner}
         self.step = 0
+        self.last_epoch = max(run.cfg.epochs for run in inner)
         self.lock = threading.Lock()
 
     def __call__(self, k: int, epoch: int, row: dict) -> None:
@@ -231,7 +233,8 @@ class _EpochReporter:
                 self.step += 1
                 value = np.mean([_kept_until(run, self.step) for run in self.inner.values()])
                 self.trial.report(float(value), self.step)
-                if self.trial.should_prune():
+                # At the last epoch pruning would save nothing and only hide a finished result.
+                if self.step < self.last_epoch and self.trial.should_prune():
                     raise optuna.TrialPruned(f"pruned at epoch {self.step} (mean inner-validation F1 {value:.4f})")
 
 

@@ -82,6 +82,12 @@ def test_a_pruned_trial_stops_training_at_the_pruned_epoch(setup):
     assert sorted(trial.intermediate_values) == [1]
 
 
+def test_a_trial_is_never_pruned_at_its_last_epoch(setup):
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=2.0))
+    study.optimize(objective_of(setup, epochs=1), n_trials=1)
+    assert study.trials[0].state == optuna.trial.TrialState.COMPLETE
+
+
 # --- the search space ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("space, message", [
