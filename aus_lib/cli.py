@@ -74,7 +74,8 @@ def _sweep(args) -> None:
 
     sweep.run_sweep(args.space, args.study, args.n_trials, storage=args.storage, base_params=args.base_params,
                     overrides={"kfolds": args.kfolds, "epochs": args.epochs}, folds_dir=args.folds_dir,
-                    aus_dir=args.aus_dir, final=not args.no_final, heartbeat=args.heartbeat)
+                    aus_dir=args.aus_dir, final=not args.no_final,
+                    heartbeat=sweep.DEFAULT_HEARTBEAT if args.heartbeat is None else args.heartbeat)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, help="epochs per fold (default from --base-params)")
     p.add_argument("--base-params", default="params/RAVDESS_AUs.json", help="everything the space does not search")
     p.add_argument("--no-final", action="store_true", help="skip the outer-fold evaluation of the best trial")
-    p.add_argument("--heartbeat", type=int, default=60, help="seconds between a database worker's heartbeats")
+    p.add_argument("--heartbeat", type=int, help="seconds between a database worker's heartbeats (default 60)")
     p.set_defaults(func=_sweep)
     return parser
 
