@@ -153,8 +153,8 @@ def finish(worker: subprocess.Popen, timeout: float = 240) -> str:
 
 
 def two_workers_then_a_kill(setup, out: Path, storage: str | None, study_storage) -> None:
-    """Workers A and B share the study; A is killed mid-trial after finishing one; B ends; C (the same
-    command again) continues. Every trial is then held exactly once and the results load."""
+    """Workers A and B share the study; A is killed mid-trial once some trial has finished; B ends; C (the
+    same command again) continues. Every trial is then held exactly once and the results load."""
     a, b = start_worker(setup, out, storage), start_worker(setup, out, storage)
     killed = None
     try:
@@ -166,12 +166,12 @@ def two_workers_then_a_kill(setup, out: Path, storage: str | None, study_storage
                 trials = []
             mine = [t for t in trials if t.user_attrs.get("worker", {}).get("pid") == a.pid]
             running = [t for t in mine if t.state == optuna.trial.TrialState.RUNNING]
-            if running and any(t.state.is_finished() for t in mine):
+            if running and any(t.state.is_finished() for t in trials):
                 a.send_signal(signal.SIGKILL)
                 killed = running[0].number
             time.sleep(0.02)
         out_a = finish(a)
-        assert killed is not None, f"worker A was never seen mid-trial after a finished one:\n{out_a}"
+        assert killed is not None, f"worker A was never seen mid-trial once a trial had finished:\n{out_a}"
         out_b = finish(b)
         assert b.returncode == 0, out_b
     finally:
