@@ -5,6 +5,7 @@
     aus-emotion inference params/RAVDESS_AUs_posteriors.json --kfolds 5 --pretrained RUN_DIR
     aus-emotion analyse RUN_DIR
     aus-emotion baselines --folds-dir DIR [--actor-normalization zscore]
+    aus-emotion sweep --space params/sweep_space.json --study NAME --n-trials 50
 """
 from __future__ import annotations
 
@@ -92,6 +93,13 @@ def _baselines(args) -> None:
     print(f"Baselines on the {kfolds} folds of {folds_dir} ({len(manifest)} clips), accuracy in %:")
     print(table.round(2).to_string())
     print(f"Written to {out}")
+def _sweep(args) -> None:
+    from aus_lib import sweep
+
+    sweep.run_sweep(args.space, args.study, args.n_trials, storage=args.storage, base_params=args.base_params,
+                    overrides={"kfolds": args.kfolds, "epochs": args.epochs}, folds_dir=args.folds_dir,
+                    aus_dir=args.aus_dir, final=not args.no_final,
+                    heartbeat=sweep.DEFAULT_HEARTBEAT if args.heartbeat is None else args.heartbeat)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -151,6 +159,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", nargs="?", help="run folder or posterior folder (default: newest run)")
     p.add_argument("--partition", default="val")
     p.set_defaults(func=_analyse)
+
+    p = sub.add_parser("sweep", help="nested hyperparameter search on Optuna; workers share the study")
+    p.add_argument("--space", required=True, help="search space JSON, e.g. params/sweep_space.json")
+    p.add_argument("--study", required=True, help="study name; results go to outputs/sweeps/<study>/")
+    p.add_argument("--storage", help="postgresql://user:pass@host/db for many machines, or a journal file "
+                   "(default outputs/sweeps/<study>/journal.log)")
+    p.add_argument("--n-trials", type=int, required=True, help="finished trials the study should hold, all workers together")
+    p.add_argument("--kfolds", type=int)
+    data = p.add_mutually_exclusive_group()
+    data.add_argument("--folds-dir", help="fold lists from make-folds (default outputs/folds/synthetic_<K>CV)")
+    data.add_argument("--aus-dir", help="AU folder (default: the synthetic set)")
+    p.add_argument("--epochs", type=int, help="epochs per fold (default from --base-params)")
+    p.add_argument("--base-params", default="params/RAVDESS_AUs.json", help="everything the space does not search")
+    p.add_argument("--no-final", action="store_true", help="skip the outer-fold evaluation of the best trial")
+    p.add_argument("--heartbeat", type=int, help="seconds between a database worker's heartbeats (default 60)")
+    p.set_defaults(func=_sweep)
     return parser
 
 

@@ -248,11 +248,12 @@ def read_params_file(path: str | os.PathLike) -> dict:
     return data
 
 
-def _merge(base: dict, overrides: Mapping, where: str) -> dict:
-    """Merge overrides into params; nested dicts merge, dotted keys ("model_params.encoder.dim") work."""
+def _merge(base: dict, overrides: Mapping, where: str, skip_none: bool = True) -> dict:
+    """Merge overrides into params; nested dicts merge, dotted keys ("model_params.encoder.dim") work.
+    ``skip_none``: a None value keeps the base's value (a notebook default) instead of setting null."""
     out = copy.deepcopy(base)
     for key, value in overrides.items():
-        if value is None:
+        if value is None and skip_none:
             continue
         parts = key.split(".")
         node = out
@@ -262,10 +263,15 @@ def _merge(base: dict, overrides: Mapping, where: str) -> dict:
                 raise ConfigError(f"{where}: cannot set {key!r}: {p!r} is not an object.")
         leaf = parts[-1]
         if isinstance(value, Mapping) and isinstance(node.get(leaf), dict):
-            node[leaf] = _merge(node[leaf], value, where)
+            node[leaf] = _merge(node[leaf], value, where, skip_none)
         else:
             node[leaf] = copy.deepcopy(value)
     return out
+
+
+def with_values(params: Mapping, values: Mapping, where: str = "<params>") -> dict:
+    """``params`` with ``values`` set (top-level or dotted keys); unlike notebook overrides, None sets null."""
+    return _merge(dict(params), values, where, skip_none=False)
 
 
 def build_config(params: Mapping, where: str = "<params>") -> Config:

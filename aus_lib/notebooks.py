@@ -1,6 +1,6 @@
 """Running the notebook collection in batch (papermill), with the project's kernel.
 
-The four notebooks are the pipeline's stages; this module only executes them, so the
+The notebooks are the pipeline's stages; this module only executes them, so the
 Makefile, the command line and the tests run them exactly as a user would.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 from aus_lib.paths import NOTEBOOKS_DIR
 
 KERNEL_NAME = "aus-lib"
-NOTEBOOKS = ("01_make_folds", "02_train_cv", "03_extract_posteriors", "04_analysis")
+NOTEBOOKS = ("01_make_folds", "02_train_cv", "03_extract_posteriors", "04_analysis", "05_sweep")
 
 
 class KernelMissingError(RuntimeError):
