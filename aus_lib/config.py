@@ -59,6 +59,7 @@ TOP_SCHEMA: dict[str, tuple[Any, Any]] = {
     "selection": (str, "test_fold"),
     "inner_val_actors": ((int, str), "auto"),
     "final_fit": (str, "inner"),
+    "ensemble_size": (int, 5),
     "actor_normalization": ((str, type(None)), None),
     "device": (str, "auto"),
     "deterministic": (bool, False),
@@ -67,7 +68,7 @@ TOP_SCHEMA: dict[str, tuple[Any, Any]] = {
 }
 CHOICES = {
     "selection": ("test_fold", "inner"),
-    "final_fit": ("inner", "refit"),
+    "final_fit": ("inner", "refit", "ensemble"),
     "actor_normalization": (None, "zscore", "robust"),
     "preprocessor": (None, "standard", "minmax"),
     "engine": ("plain", "batched", "stacked"),
@@ -113,6 +114,7 @@ class Config:
     selection: str = "test_fold"
     inner_val_actors: int | str = "auto"
     final_fit: str = "inner"
+    ensemble_size: int = 5
     actor_normalization: str | None = None
     device: str = "auto"
     deterministic: bool = False
@@ -154,8 +156,10 @@ class Config:
         held = ("about a fifth of the training actors (at least 1, leaving at least 2 to train on; with a single "
                 "training actor, a fifth of its clips)" if self.inner_val_actors == "auto"
                 else f"{self.inner_val_actors} training actor(s)")
-        fit = (" The model is then refit on all training actors for the chosen number of epochs."
-               if self.final_fit == "refit" else "")
+        fit = {"inner": "",
+               "refit": " The model is then refit on all training actors for the chosen number of epochs.",
+               "ensemble": f" {self.ensemble_size} such models per fold, each with its own inner validation draw and "
+                           "seed, average their posteriors."}[self.final_fit]
         norm = (f" Features are {self.actor_normalization}-normalized per actor (label-free statistics of each "
                 "actor's own clips)." if self.actor_normalization else "")
         return (f"selection='inner': {held} per fold are held out for early stopping and checkpoint choice; the test "
@@ -302,6 +306,7 @@ def build_config(params: Mapping, where: str = "<params>") -> Config:
         (top["min_change"] >= 0, "min_change", "must be >= 0"),
         (top["clip_norm"] > 0, "clip_norm", "must be > 0"),
         (top["kfolds"] >= 2, "kfolds", "must be >= 2"),
+        (top["ensemble_size"] >= 2, "ensemble_size", "must be >= 2"),
         (top["final_fit"] == "inner" or top["selection"] == "inner", "final_fit",
          "needs selection=\"inner\" (a refit on the training part must not include the test fold used for selection)"),
         (top["inner_val_actors"] == "auto" or (isinstance(top["inner_val_actors"], int)

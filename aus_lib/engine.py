@@ -58,8 +58,8 @@ def train_together(cfg: Config, data: ClipData, jobs: Sequence[FoldJob], *, devi
     """Train ``jobs``' folds side by side on ``device``; results in the order of ``jobs``."""
     if not jobs:
         return []
-    runs = [FoldRun(cfg, data, job.k, job.split, job.fold_dir, packed=False, device=device, resume=resume,
-                    epochs=job.epochs) for job in jobs]
+    runs = [FoldRun(job.cfg or cfg, data, job.k, job.split, job.fold_dir, packed=False, device=device,
+                    resume=resume, epochs=job.epochs) for job in jobs]
     if bar is not None:
         bar.update(sum(len(run.history) for run in runs))
     if cfg.engine == "stacked":
@@ -67,9 +67,9 @@ def train_together(cfg: Config, data: ClipData, jobs: Sequence[FoldJob], *, devi
         if device.type not in STACKED_DEVICES:
             raise ValueError(f"engine='stacked' stacks the folds into one CUDA computation, but the device is "
                              f"{device}. Use engine='batched' on the CPU.")
-        if cfg.attention_input_stats or any(len(run.split.val) == 0 for run in runs):
+        if cfg.attention_input_stats or cfg.final_fit != "inner":
             raise ValueError("engine='stacked' supports neither model_params.attention.input_stats nor "
-                             "final_fit='refit'; use engine='batched'.")
+                             "final_fit='refit' or 'ensemble'; use engine='batched'.")
         results = train_stacked(runs, bar=bar, on_epoch_end=on_epoch_end)
     else:
         results = train_interleaved(runs, bar=bar, on_epoch_end=on_epoch_end)

@@ -76,6 +76,40 @@ def _predict(model, data, batch_size, device, normalization) -> Predictions:
     return Predictions(list(data.names), data.labels.copy(), logits, attentions)
 
 
+def member_paths(fold_dir: str | os.PathLike) -> list[Path]:
+    """The checkpoint file(s) of a fold: its own, or its ensemble members' (``final_fit="ensemble"``)."""
+    import torch
+
+    path = Path(fold_dir) / "checkpoint.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: the fold has not finished training (resume the run in "
+                                "02_train_cv).")
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    if "members" not in checkpoint:
+        return [path]
+    return [path.parent / member for member in checkpoint["members"]]
+
+
+def fold_models(fold_dir: str | os.PathLike, device: str | torch.device = "cpu") -> list[tuple[torch.nn.Module, dict]]:
+    """(model, checkpoint) of each model a fold predicts with: one, or its ensemble's members."""
+    from aus_lib.train import load_checkpoint
+
+    return [load_checkpoint(path, device) for path in member_paths(fold_dir)]
+
+
+def predict_averaged(models: list[tuple[torch.nn.Module, dict]], data: dataset.ClipData,
+                     device: str | torch.device = "cpu") -> Predictions:
+    """:func:`predict` with each (model, checkpoint) of :func:`fold_models`; with several, their softmax
+    posteriors are averaged (``logits`` = log of the average, so softmax gives it back) and so are
+    their attention weights."""
+    preds = [predict(model, data, device=device, normalization=ckpt.get("normalization")) for model, ckpt in models]
+    if len(preds) == 1:
+        return preds[0]
+    probabilities = np.mean([torch.softmax(torch.from_numpy(p.logits).double(), 1).numpy() for p in preds], axis=0)
+    attentions = [np.mean([p.attentions[i] for p in preds], axis=0) for i in range(len(data))]
+    return Predictions(preds[0].names, preds[0].labels, np.log(probabilities).astype(np.float32), attentions)
+
+
 def partition_index(manifest: pd.DataFrame, k: int, partition: str) -> np.ndarray:
     """Rows of ``manifest`` in fold k's partition: ``val`` = the fold's held-out test actors (the
     original's validation list), ``train`` = the rest, ``all`` = every clip."""
@@ -148,7 +182,7 @@ def extract_posteriors(run_dir: str | os.PathLike, partition: str = "val", out_d
     Files go to ``out_dir`` (default ``run_dir/posteriors``); the long table (clip, fold,
     partition, label, prediction, p_<emotion>) is saved there as ``posteriors_long_<partition>.csv``.
     """
-    from aus_lib.train import data_fingerprint, load_checkpoint
+    from aus_lib.train import data_fingerprint
 
     run_dir = Path(run_dir)
     params, manifest = run_info(run_dir)
@@ -165,11 +199,14 @@ def extract_posteriors(run_dir: str | os.PathLike, partition: str = "val", out_d
         if not ckpt_path.is_file():
             raise FileNotFoundError(f"{ckpt_path} is missing: fold {k} of {run_dir} has not finished training "
                                     "(resume the run in 02_train_cv).")
-        model, ckpt = load_checkpoint(ckpt_path)
         fold_actors = sorted(int(a) for a in manifest.loc[manifest["fold"] == k, "actor"].unique())
-        check_checkpoint(ckpt, ckpt_path, k, params, fold_actors, fingerprint)
+        members = fold_models(ckpt_path.parent)
+        for path, (_, ckpt) in zip(member_paths(ckpt_path.parent), members):
+            # An ensemble member differs from the run's config only in its own seed.
+            expected = {**params, "seed": ckpt["params"].get("seed")} if len(members) > 1 else params
+            check_checkpoint(ckpt, path, k, expected, fold_actors, fingerprint)
         idx = partition_index(manifest, k, partition)
-        pred = predict(model, data.subset(idx), device=device, normalization=ckpt.get("normalization"))
+        pred = predict_averaged(members, data.subset(idx), device=device)
         posteriors.write_posteriors(out_dir, params["name"], partition, k, k_run, pred.names,
                                     pred.labels, pred.predicted, pred.logits, pred.attentions, desc=desc)
         table = posteriors.read_posteriors(out_dir / posteriors.posterior_file_name(params["name"], partition, k,

@@ -647,6 +647,7 @@ class FoldJob:
     split: FoldSplit
     fold_dir: Path
     epochs: int | None = None  # a refit's fixed epoch count; None = cfg.epochs with early stopping
+    cfg: Config | None = None  # an ensemble member's own config (its seed); None = the run's
 
 
 def run_folds(cfg: Config, data: ClipData, jobs: list[FoldJob], *, device: torch.device, resume: bool = True,
@@ -755,13 +756,85 @@ def _fold_from_disk(fold_dir: Path) -> FoldResult:
 def _run_or_read(cfg: Config, data: ClipData, jobs: list[FoldJob], device: torch.device, resume: bool,
                  bar: tqdm | None, on_epoch_end: EpochHook | None) -> list[FoldResult]:
     """Train ``jobs`` (or read back the finished ones); results in the order of ``jobs``."""
-    done = {job.k: _fold_from_disk(job.fold_dir) for job in jobs if resume and runs.is_done(job.fold_dir)}
+    done = {job.fold_dir: _fold_from_disk(job.fold_dir) for job in jobs if resume and runs.is_done(job.fold_dir)}
     if bar is not None:
         bar.update(cfg.epochs * len(done))
-    todo = [job for job in jobs if job.k not in done]
+    todo = [job for job in jobs if job.fold_dir not in done]
     trained = run_folds(cfg, data, todo, device=device, resume=resume, bar=bar, on_epoch_end=on_epoch_end)
-    done.update({job.k: result for job, result in zip(todo, trained)})
-    return [done[job.k] for job in jobs]
+    done.update({job.fold_dir: result for job, result in zip(todo, trained)})
+    return [done[job.fold_dir] for job in jobs]
+
+
+def member_seed(seed: int, member: int) -> int:
+    """Ensemble member ``member``'s seed: member 0 is the run itself, the others follow it."""
+    return seed + member
+
+
+def member_job(cfg: Config, manifest: pd.DataFrame, job: FoldJob, member: int) -> FoldJob:
+    """Member ``member`` of fold ``job.k``'s ensemble (``final_fit="ensemble"``): its own seed, so its own
+    inner validation actors (or clips), initial weights, batches and dropout; trained with early
+    stopping on its inner validation like any fold, in ``fold_<k>/member_<m>``."""
+    member_cfg = dataclasses.replace(cfg, seed=member_seed(cfg.seed, member))
+    return FoldJob(job.k, split_fold(manifest, job.k, member_cfg), job.fold_dir / f"member_{member}", cfg=member_cfg)
+
+
+@torch.no_grad()
+def test_probabilities(model: Sequence1Modal, tensors: FoldTensors, index: np.ndarray) -> np.ndarray:
+    """Softmax posteriors [len(index), classes] of clips ``index``, in that order (eval mode)."""
+    model.eval()
+    out = np.zeros((len(index), len(LABELS)), dtype=np.float64)
+    for start in range(0, len(index), EVAL_BATCH):
+        x, lengths, _ = tensors.batch(index[start:start + EVAL_BATCH])
+        logits, _ = model(x, lengths)
+        out[start:start + len(x)] = torch.softmax(logits.double(), dim=1).cpu().numpy()
+    return out
+
+
+def ensemble_fold(cfg: Config, data: ClipData, job: FoldJob, device: torch.device) -> FoldResult:
+    """Fold ``job.k`` of an ensemble run: the members' test posteriors averaged, the fold's files written.
+
+    ``fold_<k>/checkpoint.pt`` then lists the members' checkpoints instead of holding weights
+    (:func:`aus_lib.inference.fold_models` loads them); each member's own files stay in its folder."""
+    member_dirs = [job.fold_dir / f"member_{m}" for m in range(cfg.ensemble_size)]
+    test = job.split.test
+    probabilities, member_metrics = [], []
+    for member_dir in member_dirs:
+        model, checkpoint = load_checkpoint(member_dir / "checkpoint.pt", device)
+        tensors = fold_tensors(data, checkpoint.get("normalization"), device)
+        probabilities.append(test_probabilities(model, tensors, test))
+        member_metrics.append(checkpoint["metrics"])
+    y_true = data.labels[test]
+    averaged = np.mean(probabilities, axis=0)
+    y_pred = averaged.argmax(axis=1)
+    scores = analysis.classification_metrics(y_true, y_pred)
+    # The same class-weighted cross-entropy the single models report, of the averaged posteriors.
+    weights = class_weights(data.labels[np.concatenate([job.split.train, job.split.val])]).numpy().astype(np.float64)
+    nll = -np.log(np.clip(averaged[np.arange(len(test)), y_true], 1e-12, None))
+    scores["loss"] = float((weights[y_true] * nll).sum() / weights[y_true].sum())
+    first = member_metrics[0]
+    metrics = {"fold": job.k, "selection": cfg.selection, "final_fit": "ensemble", "partition": "test",
+               "best_epoch": int(first["best_epoch"]), "epochs_run": int(first["epochs_run"]),
+               **{m: scores[m] for m in ("n", *METRICS)},
+               "val_f1": float(np.mean([m["val_f1"] for m in member_metrics])),
+               "train_actors": sorted(set(first["train_actors"]) | set(first["val_actors"])), "val_actors": [],
+               "test_actors": _actors(data, test), "members": len(member_dirs),
+               "member_best_epochs": [int(m["best_epoch"]) for m in member_metrics],
+               "member_val_actors": [m["val_actors"] for m in member_metrics],
+               "member_test_accuracy": [float(m["accuracy"]) for m in member_metrics],
+               "note": cfg.selection_note}
+    runs.atomic_torch_save(job.fold_dir / "checkpoint.pt", {
+        "members": [str(d.relative_to(job.fold_dir) / "checkpoint.pt") for d in member_dirs],
+        "params": cfg.to_params(), "labels": list(LABELS), "fold": job.k, "metrics": metrics,
+        "test_actors": metrics["test_actors"], "data": data_fingerprint(data)})
+    history = pd.read_csv(member_dirs[0] / "history.csv")
+    runs.atomic_write_csv(job.fold_dir / "history.csv", history, index=False)
+    cm = analysis.confusion(y_true, y_pred).reindex(index=list(LABELS), columns=list(LABELS))
+    runs.atomic_write_csv(job.fold_dir / "confusion.csv", cm)
+    plots.confusion_matrix(cm, f"Fold {job.k}: test, ensemble of {len(member_dirs)} ({cfg.name})",
+                           path=job.fold_dir / "confusion.png")
+    runs.atomic_write_json(job.fold_dir / "metrics.json", metrics)
+    runs.mark_done(job.fold_dir, {"members": len(member_dirs), "f1": scores["f1"]})
+    return FoldResult(job.k, history, metrics)
 
 
 def refit_job(cfg: Config, inner_job: FoldJob, inner: FoldResult) -> FoldJob:
@@ -830,7 +903,7 @@ def train_cv(cfg: Config, manifest: pd.DataFrame, run_dir: str | os.PathLike, da
         runs.atomic_write_csv(run_dir / "inputs.csv", manifest, index=False)
         runs.atomic_write_json(run_dir / "environment.json", environment(device))
         interactive = sys.stderr.isatty()
-        phases = 2 if cfg.final_fit == "refit" else 1
+        phases = {"inner": 1, "refit": 2, "ensemble": cfg.ensemble_size}[cfg.final_fit]
         bar = training_bar(len(to_run) * cfg.epochs * phases, f"{cfg.name} {len(to_run)}-fold CV", enabled=progress,
                            mininterval=0.1 if interactive else QUIET_MININTERVAL)
         results: list[FoldResult] = []
@@ -847,7 +920,12 @@ def train_cv(cfg: Config, manifest: pd.DataFrame, run_dir: str | os.PathLike, da
                 jobs = [FoldJob(job.k, job.split, job.fold_dir / "inner") for job in jobs]
                 inner = _run_or_read(cfg, data, jobs, device, resume, bar, on_epoch_end)
                 jobs = [refit_job(cfg, job, result) for job, result in zip(jobs, inner)]
-            trained = run_folds(cfg, data, jobs, device=device, resume=resume, bar=bar, on_epoch_end=on_epoch_end)
+            if cfg.final_fit == "ensemble":
+                members = [member_job(cfg, manifest, job, m) for job in jobs for m in range(cfg.ensemble_size)]
+                _run_or_read(cfg, data, members, device, resume, bar, on_epoch_end)
+                trained = [ensemble_fold(cfg, data, job, device) for job in jobs]
+            else:
+                trained = run_folds(cfg, data, jobs, device=device, resume=resume, bar=bar, on_epoch_end=on_epoch_end)
             if progress:
                 for result in trained:
                     m = result.metrics
@@ -882,6 +960,9 @@ def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
     if not path.is_file():
         raise CheckpointError(f"Checkpoint {path} does not exist.")
     checkpoint = torch.load(path, map_location=device, weights_only=True)
+    if "members" in checkpoint:
+        raise CheckpointError(f"{path} is the index of an ensemble of {len(checkpoint['members'])} models "
+                              "(final_fit='ensemble'): load its members with aus_lib.inference.fold_models.")
     missing = [key for key in ("model", "params", "labels") if key not in checkpoint]
     if missing:
         raise CheckpointError(f"{path} lacks key(s) {missing}; it is not a checkpoint written by aus_lib.train.")

@@ -249,3 +249,39 @@ def test_baselines_command_prints_and_writes_the_table_side_by_side(tiny_synthet
     assert "SVC (C=1), averaged AUs, min-max, actor z-score" in table.index
     assert len(table) == 8 and table["n"].eq(240).all()
     assert "actor z-score" in out and str(folds_dir / "baselines_zscore.csv") in out
+
+
+def test_an_ensemble_fold_averages_its_members_posteriors(clips, tmp_path):
+    manifest, data = clips
+    cfg = honest_cfg(epochs=2, final_fit="ensemble", ensemble_size=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        train.train_cv(cfg, manifest, tmp_path / "run", data=data, progress=False)
+        long = inference.extract_posteriors(tmp_path / "run", "val", progress=False)
+    for k in (1, 2):
+        fold_dir = tmp_path / "run" / f"fold_{k}"
+        metrics = json.loads((fold_dir / "metrics.json").read_text())
+        members = [torch.load(fold_dir / f"member_{m}" / "checkpoint.pt", weights_only=True) for m in range(3)]
+        assert metrics["final_fit"] == "ensemble" and metrics["members"] == 3
+        assert [c["params"]["seed"] for c in members] == [cfg.seed, cfg.seed + 1, cfg.seed + 2]
+        assert all(c["test_actors"] == list(FOLDS[k]) for c in members)
+        fold = long[long["fold"] == k]
+        assert (fold["label"] == fold["prediction"]).mean() == pytest.approx(metrics["accuracy"])
+        probabilities = fold[[c for c in fold.columns if c.startswith("p_")]].to_numpy()
+        np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+        with pytest.raises(train.CheckpointError, match="ensemble of 3"):
+            train.load_checkpoint(fold_dir / "checkpoint.pt")
+
+
+def test_ensemble_member_zero_is_the_single_model_run(clips, tmp_path):
+    manifest, data = clips
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        train.train_cv(honest_cfg(epochs=2, final_fit="inner"), manifest, tmp_path / "one", data=data,
+                       progress=False, folds=[1])
+        train.train_cv(honest_cfg(epochs=2, final_fit="ensemble", ensemble_size=2), manifest, tmp_path / "ens",
+                       data=data, progress=False, folds=[1])
+    single = torch.load(tmp_path / "one" / "fold_1" / "checkpoint.pt", weights_only=True)["model"]
+    member = torch.load(tmp_path / "ens" / "fold_1" / "member_0" / "checkpoint.pt", weights_only=True)["model"]
+    for name, weights in single.items():
+        torch.testing.assert_close(weights, member[name], rtol=0, atol=0)
