@@ -212,7 +212,7 @@ def inner_val_count(n_train_actors: int, setting: int | str, k: int = 0) -> int:
     if 0 < n_val and left < MIN_TRAIN_ACTORS:
         warnings.warn(f"Fold {k}: inner validation holds out {n_val} of {n_train_actors} training actors, leaving "
                       f"{left} to train on. Results with so few training actors are weak; use more actors or fewer "
-                      "held-out ones (inner_val_actors).", stacklevel=3)
+                      "held-out ones (inner_val_actors).", stacklevel=1)  # one location: shown once per fold
     return n_val
 
 
@@ -220,7 +220,7 @@ def _inner_split_by_clips(rest: np.ndarray, test: np.ndarray, source, k: int, rn
     """Inner validation from a single training actor: a fifth of its clips, stratified by emotion.
     Not actor-disjoint, so it judges epochs on the same person; the test fold is still untouched."""
     warnings.warn(f"Fold {k}: only one training actor, so inner validation holds out a fifth of that actor's clips "
-                  "(stratified by emotion) instead of whole actors.", stacklevel=3)
+                  "(stratified by emotion) instead of whole actors.", stacklevel=1)  # one location: once per fold
     labels = (np.asarray(source.labels) if isinstance(source, ClipData)
               else np.array([LABEL_INDEX[e] for e in source["emotion"]]))
     is_val = np.zeros(len(rest), dtype=bool)

@@ -1,6 +1,6 @@
 """Compare training recipes and baselines under the honest protocol, leave-one-actor-out.
 
-    .venv/bin/python bench/honest_recipe.py --aus-dir DIR [--actors 1 2 3 4 5] [--recipes A B ...]
+    .venv/bin/python bench/honest_recipe.py (--aus-dir DIR | --synthetic-actors 1 2 3 4 5) [--actors ...] [--recipes A B ...]
         [--epochs 300] [--no-minirocket] [--out results.csv]
 
 Every actor of the chosen set is one test fold (the RAVDESS set-up with few actors: 5 actors,
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from aus_lib import baselines, dataset, folds, report, runs, train
+from aus_lib import baselines, dataset, folds, report, runs, synthetic, train
 from aus_lib.config import build_config, read_params_file
 from aus_lib.paths import PARAMS_DIR
 
@@ -66,7 +66,10 @@ def run_recipe(name: str, overrides: dict, manifest, data, kfolds: int, epochs: 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--aus-dir", type=Path, required=True, help="folder of per-clip AU CSVs")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--aus-dir", type=Path, help="folder of per-clip AU CSVs")
+    source.add_argument("--synthetic-actors", type=int, nargs="+",
+                        help="generate these actors of the built-in synthetic set (seed 2020) instead")
     parser.add_argument("--actors", type=int, nargs="*", help="actors to use (default: all in the folder)")
     parser.add_argument("--recipes", nargs="*", default=list(RECIPES), choices=list(RECIPES))
     parser.add_argument("--epochs", type=int, help="override the params file's epochs")
@@ -74,6 +77,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="also write the table as CSV")
     args = parser.parse_args(argv)
 
+    if args.synthetic_actors:
+        args.aus_dir = Path(tempfile.mkdtemp(prefix="synthetic-"))
+        synthetic.generate(args.aus_dir, seed=2020, actors=args.synthetic_actors)
     manifest = dataset.build_manifest(args.aus_dir, progress=False)
     if args.actors:
         manifest = manifest[manifest["actor"].isin(args.actors)].reset_index(drop=True)
