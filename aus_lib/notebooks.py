@@ -84,6 +84,17 @@ def executed_notebooks_dirs(run_dir: Path) -> list[Path]:
     return [run_dir.parent.parent / "notebooks" / run_dir.name, run_dir / "notebooks"]
 
 
+# JupyterLab's page without its scripts: they would be fetched from a CDN and only serve math,
+# diagrams and live widgets, none of which a batch-run notebook of this project holds. Without
+# them a page opens complete offline: text, tables, CSS and PNG figures are all inside it.
+_STATIC_PAGE = """{%- extends 'lab/index.html.j2' -%}
+{%- block html_head_js -%}{%- endblock html_head_js -%}
+{%- block jupyter_widgets -%}{%- endblock jupyter_widgets -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+"""
+
+
 def _is_executed(nb) -> bool:
     return any(cell.cell_type == "code" and (cell.get("outputs") or cell.get("execution_count"))
                for cell in nb.cells)
@@ -105,6 +116,7 @@ def export_html(run_dir: str | os.PathLike, notebooks_dir: str | os.PathLike | N
     from the same notebooks. Returns the pages written, index last."""
     import html
 
+    import jinja2
     import nbformat
     from nbconvert import HTMLExporter
 
@@ -125,7 +137,8 @@ def export_html(run_dir: str | os.PathLike, notebooks_dir: str | os.PathLike | N
             f"notebooks/04_analysis.ipynb {places[0]}/04_analysis.ipynb -p run_dir {run_dir}`.")
     out = Path(out_dir) if out_dir is not None else run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
-    exporter = HTMLExporter(template_name="lab", embed_images=True)
+    exporter = HTMLExporter(template_name="lab", embed_images=True, template_file="static_page.html.j2",
+                            extra_loaders=[jinja2.DictLoader({"static_page.html.j2": _STATIC_PAGE})])
     written = []
     for stem, (path, nb) in executed.items():
         body, _ = exporter.from_notebook_node(nb, resources={"metadata": {"name": f"{run_dir.name} - {stem}"}})
