@@ -300,7 +300,7 @@ def predict_clips(run_dir: str | os.PathLike, paths, device: str = "cpu") -> Cli
     table = pd.DataFrame({
         "clip": names, "file": [str(p) for p in paths],
         "frames": lengths,
-        "actor": pd.array([actors[n] for n in names], dtype="Int64"),
+        "actor": [actors[n] if actors[n] is not None else "" for n in names],  # blank, not <NA>, when unknown
         "named_emotion": [named[n].emotion if named[n] else "" for n in names],
         "statistics": [_statistics_note(kind, actors[n], group_size[actors[n]]) for n in names],
         "predicted": [LABELS[i] for i in predicted],

@@ -297,8 +297,8 @@ def prediction_figure(scores, clip: str):
     top = ", ".join(f"{name.removeprefix('p_')} {p:.2f}" for name, p in probs.head(3).items())
     named = f" (name says {row['named_emotion']})" if row["named_emotion"] else ""
     return plots.attention_heatmap(scores.aus[clip], scores.attention[clip],
-                                   f"{clip}{named}: predicted {row['predicted']} by {scores.folds} fold models "
-                                   f"({row['folds_agreeing']} agree); mean posteriors {top}")
+                                   f"{clip}{named}: predicted {row['predicted']} ({row['folds_agreeing']} fold "
+                                   f"models agree)\nposteriors averaged over {scores.folds} fold models: {top}")
 
 
 def write_predictions(scores, out_dir: str | os.PathLike | None = None) -> Path:
