@@ -131,7 +131,7 @@ else:
 # so its scores are optimistic; 03's posteriors are the honest figures for the run's own clips.
 
 # %%
-if post.run_dir is not None:
+if post.manifest is not None:
     to_score = [resolve(p, REPO_ROOT) for p in clips_to_score] or [post.manifest["path"].iloc[0]]
     scores = inference.predict_clips(post.run_dir, to_score)
     scored_to = report.write_predictions(scores)
