@@ -15,7 +15,7 @@ RUN := $(or $(RUN),main-$(shell date +%Y%m%d-%H%M%S))
 OUT := outputs
 KFOLDS ?= 5
 
-.PHONY: venv run test lab bench kernel clean-venv
+.PHONY: venv run test lab bench kernel clean-venv report
 
 venv: $(STAMP)
 
@@ -46,6 +46,10 @@ run: $(STAMP)
 	$(VENV)/bin/papermill -k $(KERNEL) --cwd notebooks notebooks/04_analysis.ipynb $(OUT)/notebooks/$(RUN)/04_analysis.ipynb \
 		-p run_dir $(OUT)/runs/$(RUN)
 	@echo "Main job done: the run is in $(OUT)/runs/$(RUN), the executed notebooks in $(OUT)/notebooks/$(RUN)"
+
+# A run's executed notebooks as self-contained HTML in outputs/runs/<run>/report/ (no RUN: the newest run).
+report: $(STAMP)
+	$(VENV)/bin/aus-emotion report $(if $(filter command line,$(origin RUN)),$(OUT)/runs/$(RUN))
 
 # The sweep tests start a throwaway PostgreSQL server: install Debian's package when it is missing and we may.
 test: $(STAMP)

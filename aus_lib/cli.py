@@ -6,6 +6,8 @@
     aus-emotion analyse RUN_DIR
     aus-emotion baselines --folds-dir DIR [--actor-normalization zscore]
     aus-emotion sweep --space params/sweep_space.json --study NAME --n-trials 50
+    aus-emotion predict RUN_DIR clip.csv [...]
+    aus-emotion report [RUN_DIR]
 """
 from __future__ import annotations
 
@@ -93,6 +95,25 @@ def _baselines(args) -> None:
     print(f"Baselines on the {kfolds} folds of {folds_dir} ({len(manifest)} clips), accuracy in %:")
     print(table.round(2).to_string())
     print(f"Written to {out}")
+def _predict(args) -> None:
+    from aus_lib import inference, report
+
+    scores = inference.predict_clips(resolve(args.run_dir), [resolve(p) for p in args.clips], device=args.device)
+    out = report.write_predictions(scores, resolve(args.out_dir) if args.out_dir else None)
+    print(f"Mean posteriors of the {scores.folds} fold models of {scores.run_dir}:")
+    print(scores.table.drop(columns=["file"]).round(3).to_string(index=False))
+    print(f"Table and attention heatmaps written to {out}")
+
+
+def _report(args) -> None:
+    from aus_lib import notebooks, runs
+
+    run = resolve(args.run_dir) if args.run_dir else runs.latest_run(OUTPUTS / "runs")
+    pages = notebooks.export_html(run, resolve(args.notebooks_dir) if args.notebooks_dir else None,
+                                  resolve(args.out_dir) if args.out_dir else None)
+    print(f"HTML report of {run.name}: {len(pages) - 1} notebook(s), open {pages[-1]}")
+
+
 def _sweep(args) -> None:
     from aus_lib import sweep
 
@@ -159,6 +180,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", nargs="?", help="run folder or posterior folder (default: newest run)")
     p.add_argument("--partition", default="val")
     p.set_defaults(func=_analyse)
+
+    p = sub.add_parser("predict", help="score your own AU files (OpenFace or py-feat CSVs) with a run's fold models")
+    p.add_argument("run_dir", help="a finished run folder, e.g. outputs/runs/<run>")
+    p.add_argument("clips", nargs="+", help="AU CSV files; RAVDESS names (..-AA.csv) group clips of one actor for "
+                   "the run's actor normalization")
+    p.add_argument("--out-dir", help="where predictions.csv and the heatmaps go (default <run>/predictions/predict-<time>)")
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(func=_predict)
+
+    p = sub.add_parser("report", help="export a run's executed notebooks to self-contained HTML")
+    p.add_argument("run_dir", nargs="?", help="run folder (default: the newest run)")
+    p.add_argument("--notebooks-dir", help="executed notebooks (default outputs/notebooks/<run>/ or <run>/notebooks/)")
+    p.add_argument("--out-dir", help="default <run>/report/")
+    p.set_defaults(func=_report)
 
     p = sub.add_parser("sweep", help="nested hyperparameter search on Optuna; workers share the study")
     p.add_argument("--space", required=True, help="search space JSON, e.g. params/sweep_space.json")

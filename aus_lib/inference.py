@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,8 +151,9 @@ def actor_normalized(run_dir: Path, params: dict, data: dataset.ClipData) -> dat
 
 
 def check_checkpoint(checkpoint: dict, path: Path, k: int, params: dict, test_actors: list[int],
-                     fingerprint: str) -> None:
-    """Refuse a checkpoint of another fold, configuration or data than fold ``k`` of this run."""
+                     fingerprint: str | None) -> None:
+    """Refuse a checkpoint of another fold, configuration or data than fold ``k`` of this run
+    (``fingerprint`` None: the run's data is not at hand, as when scoring new clips)."""
     from aus_lib.train import RESUMABLE_CHANGES, CheckpointError
 
     problems = []
@@ -166,7 +168,7 @@ def check_checkpoint(checkpoint: dict, path: Path, k: int, params: dict, test_ac
         problems.append("its config differs from the run's config.json in "
                         + ", ".join(f"{key} ({json.dumps(found.get(key))} vs {json.dumps(params.get(key))})"
                                     for key in diffs))
-    if checkpoint.get("data") is not None and checkpoint["data"] != fingerprint:
+    if fingerprint is not None and checkpoint.get("data") is not None and checkpoint["data"] != fingerprint:
         problems.append(f"it was trained on other data (fingerprint {checkpoint['data']}, the run's clips now give "
                         f"{fingerprint}): the AU files changed since training")
     if problems:
@@ -215,3 +217,133 @@ def extract_posteriors(run_dir: str | os.PathLike, partition: str = "val", out_d
     long = pd.concat(tables, ignore_index=True)
     atomic_write_csv(out_dir / f"posteriors_long_{partition}.csv", long, index=False)
     return long
+
+
+# --- scoring new clips --------------------------------------------------------------------------
+
+@dataclass
+class ClipScores:
+    """A run's fold models applied to loose AU files: one row of ``table`` per clip.
+
+    ``table``: clip, file, frames, actor (from a RAVDESS name, else empty), named_emotion (the
+    emotion the RAVDESS name gives, else empty), statistics (which actor-normalization statistics
+    were used), predicted, folds_agreeing, then ``p_<emotion>`` in display order: the softmax
+    posteriors averaged over the fold models. ``aus`` holds each clip's AU frames as read,
+    ``attention`` the fold models' mean attention weight per frame.
+    """
+
+    run_dir: Path
+    folds: int
+    table: pd.DataFrame
+    aus: dict[str, pd.DataFrame]
+    attention: dict[str, np.ndarray]
+
+
+def _run_format(params: dict, run_dir: Path) -> str:
+    from aus_lib.openface import AU_SETS
+
+    for fmt, columns in AU_SETS.items():
+        if len(columns) == params["input_size"]:
+            return fmt
+    raise ValueError(f"{run_dir / 'config.json'}: input_size {params['input_size']} matches no AU format "
+                     f"({', '.join(f'{f}: {len(c)}' for f, c in AU_SETS.items())}).")
+
+
+def _read_clips(paths: list[Path], fmt: str, run_dir: Path) -> dict[str, pd.DataFrame]:
+    """Each file's AU frames, keyed by clip name (the file's stem); every file must be in the run's format."""
+    from aus_lib.openface import AU_SETS, au_format, read_aus
+    from aus_lib.ravdess import clip_stem
+
+    if not paths:
+        raise ValueError("No AU files given: pass one or more OpenFace or py-feat CSV files to score.")
+    by_name: dict[str, Path] = {}
+    for path in paths:
+        name = clip_stem(path)
+        if name in by_name:
+            raise ValueError(f"{by_name[name]} and {path} share the clip name {name!r}; their results would land in "
+                             "one row and one figure. Rename one of them.")
+        by_name[name] = path
+    clips = {}
+    for name, path in by_name.items():
+        found = au_format(path) if path.is_file() else fmt  # read_aus names a missing file
+        if found != fmt:
+            raise ValueError(f"{path} holds {found} AUs ({len(AU_SETS[found])} columns) but {run_dir} was trained on "
+                             f"{fmt} AUs (input_size {len(AU_SETS[fmt])}): score it with a run trained on {found} data.")
+        clips[name] = read_aus(path)
+    return clips
+
+
+def _statistics_note(kind: str | None, actor: int | None, n_clips: int) -> str:
+    if kind is None:
+        return "none (the run uses no actor normalization)"
+    if actor is None:
+        return f"{kind} of this clip alone (no RAVDESS name, so no actor to group it with)"
+    return f"{kind} of actor {actor} from {n_clips} given clip(s)" + (" (this clip alone)" if n_clips == 1 else "")
+
+
+def predict_clips(run_dir: str | os.PathLike, paths, device: str = "cpu") -> ClipScores:
+    """Score AU files (raw or processed OpenFace, or py-feat; any names) with every fold model of a run.
+
+    Each fold's checkpoint is applied with its own preprocessor scaling; the posteriors
+    (softmax of the logits) and attention weights are averaged over the folds. With the run's
+    ``actor_normalization``, clips named like RAVDESS files share their actor's statistics,
+    computed from the given clips (:func:`aus_lib.normalize.normalize_clips`); any other clip
+    uses its own. A clip of one of the run's actors was training data for some fold models, so
+    its average is optimistic: 03's posteriors are the honest figure for the run's own clips.
+    """
+    from aus_lib import normalize
+    from aus_lib.openface import AU_SETS
+    from aus_lib.ravdess import EMOTIONS, RavdessNameError, parse_name
+    from aus_lib.train import load_checkpoint
+
+    run_dir = Path(run_dir)
+    params, manifest = run_info(run_dir)
+    fmt = _run_format(params, run_dir)
+    paths = [Path(p) for p in ([paths] if isinstance(paths, (str, os.PathLike)) else paths)]
+    aus = _read_clips(paths, fmt, run_dir)
+    named = {}
+    for name in aus:
+        try:
+            named[name] = parse_name(name)
+        except RavdessNameError:
+            named[name] = None
+    actors = {name: clip.actor if clip else None for name, clip in named.items()}
+    kind = params.get("actor_normalization")
+    frames = normalize.normalize_clips({n: a.to_numpy(np.float32) for n, a in aus.items()}, actors, kind)
+
+    names = list(aus)
+    lengths = np.array([len(frames[n]) for n in names], dtype=np.int64)
+    features = np.zeros((len(names), int(lengths.max()), len(AU_SETS[fmt])), dtype=np.float32)
+    for i, n in enumerate(names):
+        features[i, : lengths[i]] = frames[n]
+    data = dataset.ClipData(names, features, lengths, np.zeros(len(names), dtype=np.int64),
+                            np.array([actors[n] or 0 for n in names], dtype=np.int64), AU_SETS[fmt])
+
+    k_run = int(manifest["fold"].max())
+    probs, attention, votes = [], [], []
+    for k in range(1, k_run + 1):
+        ckpt_path = run_dir / f"fold_{k}" / "checkpoint.pt"
+        model, ckpt = load_checkpoint(ckpt_path)
+        fold_actors = sorted(int(a) for a in manifest.loc[manifest["fold"] == k, "actor"].unique())
+        check_checkpoint(ckpt, ckpt_path, k, params, fold_actors, fingerprint=None)
+        pred = predict(model, data, device=device, normalization=ckpt.get("normalization"))
+        probs.append(posteriors.softmax(pred.logits))
+        attention.append(pred.attentions)
+        votes.append(pred.predicted)
+    mean = np.mean(probs, axis=0)
+    predicted = mean.argmax(axis=1)
+    agreeing = (np.array(votes) == predicted).sum(axis=0)
+    group_size = Counter(actors.values())
+    table = pd.DataFrame({
+        "clip": names, "file": [str(p) for p in paths],
+        "frames": lengths,
+        "actor": [actors[n] if actors[n] is not None else "" for n in names],  # blank, not <NA>, when unknown
+        "named_emotion": [named[n].emotion if named[n] else "" for n in names],
+        "statistics": [_statistics_note(kind, actors[n], group_size[actors[n]]) for n in names],
+        "predicted": [LABELS[i] for i in predicted],
+        "folds_agreeing": [f"{n}/{k_run}" for n in agreeing],
+    })
+    for emotion in EMOTIONS:
+        table[f"p_{emotion}"] = mean[:, LABELS.index(emotion)]
+    return ClipScores(run_dir, k_run, table, aus,
+                      {n: np.mean([fold[i] for fold in attention], axis=0) for i, n in enumerate(names)})

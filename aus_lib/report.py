@@ -286,3 +286,33 @@ def clip_browser(post: RunPosteriors, data: dataset.ClipData):
     on_fold()
     on_clip()
     return widgets.VBox([widgets.HBox([fold_pick, clip_pick]), out])
+
+
+# --- scoring new clips (aus-emotion predict) ----------------------------------------------------
+
+def prediction_figure(scores, clip: str):
+    """One scored clip: its AU frames under the fold models' mean attention, the top posteriors in the title."""
+    row = scores.table.set_index("clip").loc[clip]
+    probs = row[[f"p_{e}" for e in EMOTIONS]].astype(float).sort_values(ascending=False)
+    top = ", ".join(f"{name.removeprefix('p_')} {p:.2f}" for name, p in probs.head(3).items())
+    named = f" (name says {row['named_emotion']})" if row["named_emotion"] else ""
+    return plots.attention_heatmap(scores.aus[clip], scores.attention[clip],
+                                   f"{clip}{named}: predicted {row['predicted']} ({row['folds_agreeing']} fold "
+                                   f"models agree)\nposteriors averaged over {scores.folds} fold models: {top}")
+
+
+def write_predictions(scores, out_dir: str | os.PathLike | None = None) -> Path:
+    """``predictions.csv`` and one ``attention_<clip>.png`` per clip into ``out_dir`` (default: a new
+    ``<run>/predictions/predict-<time>/``). A folder that already holds predictions is refused, so
+    an earlier scoring is never overwritten."""
+    from aus_lib.runs import atomic_write_csv, default_run_name
+
+    out = Path(out_dir) if out_dir is not None else scores.run_dir / "predictions" / default_run_name("predict")
+    if (out / "predictions.csv").exists():
+        raise FileExistsError(f"{out / 'predictions.csv'} already exists: give another output folder (or move it "
+                              "away) so those predictions are kept.")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_csv(out / "predictions.csv", scores.table, index=False)
+    for clip in scores.table["clip"]:
+        plots.save(prediction_figure(scores, clip), out / f"attention_{clip}.png")
+    return out

@@ -24,8 +24,8 @@
 # **Reads.** `run_dir` (a 02 run with posteriors from 03) or `posteriors_dir` (any folder of posterior files in the
 # original format, e.g. from the original pipeline: metrics and confusions only).
 #
-# **Writes** `<run>/analysis/` (tables and run-level figures) and, per fold next to the checkpoint,
-# `fold_<k>/confusion_*.png` and `fold_<k>/attention_*.png`.
+# **Writes** `<run>/analysis/` (tables and run-level figures), per fold next to the checkpoint
+# `fold_<k>/confusion_*.png` and `fold_<k>/attention_*.png`, and the scored clips in `<run>/predictions/predict-<time>/`.
 #
 # **Batch:** `papermill notebooks/04_analysis.ipynb out.ipynb -p run_dir outputs/runs/<run>`
 
@@ -45,11 +45,12 @@ posteriors_dir: "Optional[str]" = None   # a folder of posterior files; None: <r
 partition: str = "val"                   # which posterior files to analyse
 baselines: bool = True                   # run the static baselines on the same folds
 examples_per_emotion: int = 1            # correct and misclassified clips per emotion in the attention grids
+clips_to_score: list = []                # your AU CSV files (OpenFace or py-feat) to score; []: the run's first clip
 
 # %%
 from IPython.display import Image, display
 
-from aus_lib import analysis, dataset, plots, report
+from aus_lib import analysis, dataset, inference, plots, report
 from aus_lib.paths import OUTPUTS, REPO_ROOT, resolve
 from aus_lib.progress import in_batch_kernel
 from aus_lib.runs import atomic_write_csv
@@ -120,6 +121,26 @@ if data is not None:
         display(Image(filename=str(figures[key])))
 else:
     print("Attention figures need the run's AU data: pass run_dir of a 02_train_cv run.")
+
+# %% [markdown]
+# ## Score your own clips
+# Any OpenFace (raw or processed) or py-feat CSV, not only clips of this run: the fold models' posteriors averaged per
+# emotion, and their mean attention over the clip's AU frames (`aus-emotion predict RUN_DIR clip.csv ...` does the
+# same in a terminal). Clips named like RAVDESS files (`...-AA.csv`) share their actor's normalization statistics.
+# With no `clips_to_score`, the run's first clip is scored as an example: it was training data for some fold models,
+# so its scores are optimistic; 03's posteriors are the honest figures for the run's own clips.
+
+# %%
+if post.manifest is not None:
+    to_score = [resolve(p, REPO_ROOT) for p in clips_to_score] or [post.manifest["path"].iloc[0]]
+    scores = inference.predict_clips(post.run_dir, to_score)
+    scored_to = report.write_predictions(scores)
+    display(scores.table.drop(columns="file").round(3))
+    for clip in list(scores.table["clip"])[:4]:
+        display(Image(filename=str(scored_to / f"attention_{clip}.png")))
+    print(f"Table and {len(scores.table)} heatmap(s) written to {scored_to}")
+else:
+    print("Scoring clips needs a run's fold checkpoints: pass run_dir of a 02_train_cv run.")
 
 # %% [markdown]
 # ## Browse clips (JupyterLab)

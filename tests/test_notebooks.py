@@ -3,6 +3,7 @@ import json
 
 import pytest
 
+from aus_lib import notebooks
 from aus_lib.notebooks import NOTEBOOKS, run_notebook
 from aus_lib.paths import NOTEBOOKS_DIR, REPO_ROOT
 
@@ -92,6 +93,10 @@ def test_04_analysis_writes_tables_and_figures(tiny_run, tmp_path):
     assert any("image/png" in o.get("data", {}) for o in last_figure)
     assert "VBox(" not in json.dumps(nb) and "ConvergenceWarning" not in json.dumps(nb)
     assert "NaN" not in text and "<NA>" not in text
+    scored = list((tiny_run / "predictions").glob("predict-*/attention_*.png"))  # the example clip of the run
+    assert scored and "heatmap(s) written to" in text
+    page = notebooks.export_html(tiny_run, notebooks_dir=tmp_path, out_dir=tmp_path / "html")[0].read_text()
+    assert page.count("data:image/png;base64,") >= 8 and "Pooled accuracy over 240 clips" in page
 
 
 def test_04_reads_a_bare_folder_of_posterior_files(tiny_run, tmp_path):
