@@ -83,8 +83,8 @@ def member_paths(fold_dir: str | os.PathLike) -> list[Path]:
 
     path = Path(fold_dir) / "checkpoint.pt"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: the fold has not finished training (resume the run in "
-                                "02_train_cv).")
+        raise FileNotFoundError(f"{path} is missing: fold {path.parent.name} of {path.parent.parent} has not finished "
+                                "training (resume the run in 02_train_cv).")
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     if "members" not in checkpoint:
         return [path]
@@ -96,6 +96,19 @@ def fold_models(fold_dir: str | os.PathLike, device: str | torch.device = "cpu")
     from aus_lib.train import load_checkpoint
 
     return [load_checkpoint(path, device) for path in member_paths(fold_dir)]
+
+
+def checked_fold_models(run_dir: Path, k: int, params: dict, manifest: pd.DataFrame,
+                        fingerprint: str | None) -> list[tuple[torch.nn.Module, dict]]:
+    """:func:`fold_models` of fold ``k`` of a run, each checked to belong to it (:func:`check_checkpoint`)."""
+    fold_dir = run_dir / f"fold_{k}"
+    fold_actors = sorted(int(a) for a in manifest.loc[manifest["fold"] == k, "actor"].unique())
+    members = fold_models(fold_dir)
+    for path, (_, ckpt) in zip(member_paths(fold_dir), members):
+        # An ensemble member differs from the run's config only in its own seed.
+        expected = {**params, "seed": ckpt["params"].get("seed")} if len(members) > 1 else params
+        check_checkpoint(ckpt, path, k, expected, fold_actors, fingerprint)
+    return members
 
 
 def predict_averaged(models: list[tuple[torch.nn.Module, dict]], data: dataset.ClipData,
@@ -197,18 +210,8 @@ def extract_posteriors(run_dir: str | os.PathLike, partition: str = "val", out_d
     fingerprint = data_fingerprint(data)  # of the inputs as training saw them (normalized)
     tables = []
     for k in progress_bar(range(1, k_run + 1), desc=f"Posteriors ({partition})", unit="fold", disable=not progress):
-        ckpt_path = run_dir / f"fold_{k}" / "checkpoint.pt"
-        if not ckpt_path.is_file():
-            raise FileNotFoundError(f"{ckpt_path} is missing: fold {k} of {run_dir} has not finished training "
-                                    "(resume the run in 02_train_cv).")
-        fold_actors = sorted(int(a) for a in manifest.loc[manifest["fold"] == k, "actor"].unique())
-        members = fold_models(ckpt_path.parent)
-        for path, (_, ckpt) in zip(member_paths(ckpt_path.parent), members):
-            # An ensemble member differs from the run's config only in its own seed.
-            expected = {**params, "seed": ckpt["params"].get("seed")} if len(members) > 1 else params
-            check_checkpoint(ckpt, path, k, expected, fold_actors, fingerprint)
         idx = partition_index(manifest, k, partition)
-        pred = predict_averaged(members, data.subset(idx), device=device)
+        pred = predict_averaged(checked_fold_models(run_dir, k, params, manifest, fingerprint), data.subset(idx), device)
         posteriors.write_posteriors(out_dir, params["name"], partition, k, k_run, pred.names,
                                     pred.labels, pred.predicted, pred.logits, pred.attentions, desc=desc)
         table = posteriors.read_posteriors(out_dir / posteriors.posterior_file_name(params["name"], partition, k,
@@ -294,7 +297,6 @@ def predict_clips(run_dir: str | os.PathLike, paths, device: str = "cpu") -> Cli
     from aus_lib import normalize
     from aus_lib.openface import AU_SETS
     from aus_lib.ravdess import EMOTIONS, RavdessNameError, parse_name
-    from aus_lib.train import load_checkpoint
 
     run_dir = Path(run_dir)
     params, manifest = run_info(run_dir)
@@ -322,11 +324,7 @@ def predict_clips(run_dir: str | os.PathLike, paths, device: str = "cpu") -> Cli
     k_run = int(manifest["fold"].max())
     probs, attention, votes = [], [], []
     for k in range(1, k_run + 1):
-        ckpt_path = run_dir / f"fold_{k}" / "checkpoint.pt"
-        model, ckpt = load_checkpoint(ckpt_path)
-        fold_actors = sorted(int(a) for a in manifest.loc[manifest["fold"] == k, "actor"].unique())
-        check_checkpoint(ckpt, ckpt_path, k, params, fold_actors, fingerprint=None)
-        pred = predict(model, data, device=device, normalization=ckpt.get("normalization"))
+        pred = predict_averaged(checked_fold_models(run_dir, k, params, manifest, fingerprint=None), data, device)
         probs.append(posteriors.softmax(pred.logits))
         attention.append(pred.attentions)
         votes.append(pred.predicted)

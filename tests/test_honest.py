@@ -164,7 +164,7 @@ def corrupted_test_fold(data: dataset.ClipData, test_actors) -> dataset.ClipData
 
 def test_refit_retrains_each_fold_for_the_epochs_the_inner_split_chose(clips, tmp_path):
     manifest, data = clips
-    cfg = honest_cfg(epochs=4)
+    cfg = honest_cfg(epochs=4, final_fit="refit")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = train.train_cv(cfg, manifest, tmp_path / "run", data=data, progress=False)
@@ -285,3 +285,15 @@ def test_ensemble_member_zero_is_the_single_model_run(clips, tmp_path):
     member = torch.load(tmp_path / "ens" / "fold_1" / "member_0" / "checkpoint.pt", weights_only=True)["model"]
     for name, weights in single.items():
         torch.testing.assert_close(weights, member[name], rtol=0, atol=0)
+
+
+def test_an_ensemble_run_scores_new_clips_with_every_member(clips, tmp_path):
+    manifest, data = clips
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        train.train_cv(honest_cfg(epochs=1, final_fit="ensemble", ensemble_size=2), manifest, tmp_path / "run",
+                       data=data, progress=False)
+        scores = inference.predict_clips(tmp_path / "run", list(manifest["path"][:3]))
+    probabilities = scores.table[[c for c in scores.table.columns if c.startswith("p_")]].to_numpy()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-6)
+    assert list(scores.table["folds_agreeing"].str.endswith("/2")) == [True] * 3
