@@ -156,11 +156,13 @@ def test_comparison_table_flags_test_fold_selection(tmp_path):
     run = summarize_posteriors(tmp_path)
     table = comparison_table(run, {"SVC C=1 min-max": run}, selection="test_fold")
     assert list(table["source"]) == ["this run", "baseline, same folds"] + ["paper"] * len(PAPER_RESULTS)
-    assert "optimistic" in table.loc["this run", "note"]
-    assert table.loc["this run", "accuracy"] == pytest.approx(100 * run.loc["mean", "accuracy"])
-    assert table.loc["this run", "n"] == 8
+    leaky = "this run (leaky: test-fold selection)"
+    assert "optimistic" in table.loc[leaky, "note"]
+    assert table.loc[leaky, "accuracy"] == pytest.approx(100 * run.loc["mean", "accuracy"])
+    assert table.loc[leaky, "n"] == 8
+    assert "optimistic" in table.loc["BiLSTM + attention, AU sequences (paper, leaky: test-fold selection)", "note"]
     inner = comparison_table(run, {}, selection="inner")
-    assert "optimistic" not in inner.loc["this run", "note"]
+    assert "optimistic" not in inner.loc["this run (leak-free)", "note"]
 
 
 def _clip(t: int, seed: int) -> np.ndarray:
