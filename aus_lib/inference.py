@@ -57,7 +57,7 @@ def predict(model: torch.nn.Module, data: dataset.ClipData, batch_size: int = 64
 
 @torch.no_grad()
 def _predict(model, data, batch_size, device, normalization) -> Predictions:
-    from aus_lib.train import apply_normalization
+    from aus_lib.checkpoints import apply_normalization
 
     model = model.to(device).eval()
     order = np.argsort(data.lengths, kind="stable")
@@ -92,7 +92,7 @@ def member_paths(fold_dir: str | os.PathLike) -> list[Path]:
 
 def fold_models(fold_dir: str | os.PathLike, device: str | torch.device = "cpu") -> list[tuple[torch.nn.Module, dict]]:
     """(model, checkpoint) of each model a fold predicts with: one, or its ensemble's members."""
-    from aus_lib.train import load_checkpoint
+    from aus_lib.checkpoints import load_checkpoint
 
     return [load_checkpoint(path, device) for path in member_paths(fold_dir)]
 
@@ -134,12 +134,11 @@ def actor_normalized(run_dir: Path, params: dict, data: dataset.ClipData) -> dat
     """``data`` (raw clips of the run) with the run's actor normalization, using the per-actor
     statistics saved at training time, so inference sees exactly what training saw."""
     from aus_lib import normalize
-    from aus_lib.train import ACTOR_STATS_FILE
 
     kind = params.get("actor_normalization")
     if kind is None:
         return data
-    stats_file = run_dir / ACTOR_STATS_FILE
+    stats_file = run_dir / normalize.ACTOR_STATS_FILE
     if not stats_file.is_file():
         raise FileNotFoundError(f"{stats_file} is missing: the run was trained with actor_normalization={kind!r} "
                                 "and its per-actor statistics are needed to reproduce its inputs.")
@@ -152,7 +151,7 @@ def actor_normalized(run_dir: Path, params: dict, data: dataset.ClipData) -> dat
 def check_checkpoint(checkpoint: dict, path: Path, k: int, params: dict, test_actors: list[int],
                      fingerprint: str) -> None:
     """Refuse a checkpoint of another fold, configuration or data than fold ``k`` of this run."""
-    from aus_lib.train import RESUMABLE_CHANGES, CheckpointError
+    from aus_lib.checkpoints import RESUMABLE_CHANGES, CheckpointError
 
     problems = []
     if checkpoint.get("fold") != k:
@@ -182,7 +181,7 @@ def extract_posteriors(run_dir: str | os.PathLike, partition: str = "val", out_d
     Files go to ``out_dir`` (default ``run_dir/posteriors``); the long table (clip, fold,
     partition, label, prediction, p_<emotion>) is saved there as ``posteriors_long_<partition>.csv``.
     """
-    from aus_lib.train import data_fingerprint
+    from aus_lib.checkpoints import data_fingerprint
 
     run_dir = Path(run_dir)
     params, manifest = run_info(run_dir)

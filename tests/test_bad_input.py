@@ -180,7 +180,7 @@ def test_invalid_json_shows_line_and_column(workspace, tiny_params, capsys):
 
 
 def test_checkpoint_that_does_not_match_its_config_names_the_shapes(tiny_run, tmp_path):
-    from aus_lib.train import CheckpointError, load_checkpoint
+    from aus_lib.checkpoints import CheckpointError, load_checkpoint
 
     ckpt = torch.load(tiny_run / "fold_1" / "checkpoint.pt", weights_only=True)
     ckpt["params"]["model_params"]["encoder"]["dim"] = 16
