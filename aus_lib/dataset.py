@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from aus_lib import openface
+from aus_lib import openface, synthetic
 from aus_lib.clipfiles import DataError, find_clips
 from aus_lib.paths import CACHE_DIR, resolve
 from aus_lib.progress import progress_bar
-from aus_lib.ravdess import LABEL_INDEX, RavdessNameError, parse_name
+from aus_lib.ravdess import EMOTIONS, LABEL_INDEX, RavdessNameError, parse_name
 from aus_lib.runs import atomic_path
 
 
@@ -37,8 +37,6 @@ def _file_key(path: str | os.PathLike) -> tuple[str, int, int]:
 def resolve_aus_dir(aus_dir: str | os.PathLike | None, seed: int = 2020) -> Path:
     """The user's AU folder (or zip), or the built-in synthetic data set (generated on first use)."""
     if aus_dir is None:
-        from aus_lib import synthetic
-
         return synthetic.ensure_default(seed=seed)
     return resolve(aus_dir)
 
@@ -131,8 +129,6 @@ def _warn_long_clips(manifest: pd.DataFrame) -> None:
 
 def describe_data(manifest: pd.DataFrame) -> str:
     """Which data a manifest holds, in one line; loudly when it is the synthetic set."""
-    from aus_lib import synthetic
-
     folders = sorted({str(Path(p).parent) for p in manifest["path"]})
     folder = os.path.commonpath(folders) if folders else "?"
     size = f"{len(manifest)} clips of {manifest['actor'].nunique()} actors from {folder}"
@@ -218,7 +214,6 @@ def load_clips(manifest: pd.DataFrame, cache: bool = True, cache_dir: str | os.P
 
 def clips_per_fold_emotion(manifest: pd.DataFrame) -> pd.DataFrame:
     """Fold × emotion clip counts (emotions in display order)."""
-    from aus_lib.ravdess import EMOTIONS
 
     table = pd.crosstab(manifest["fold"], manifest["emotion"]).reindex(columns=list(EMOTIONS), fill_value=0)
     table.loc["total"] = table.sum()

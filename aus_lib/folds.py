@@ -17,7 +17,8 @@ from pathlib import Path
 import pandas as pd
 
 from aus_lib.ravdess import EMOTIONS, LABELS, parse_name
-from aus_lib.runs import atomic_write_text
+from aus_lib import dataset
+from aus_lib.runs import atomic_write_csv, atomic_write_text
 
 # The split used in the paper (Luna-Jiménez et al. 2022) for K = 5 on all 24 actors:
 # fold -> test actors.
@@ -227,7 +228,6 @@ def make_fold_files(manifest: pd.DataFrame, out_dir: str | Path, kfolds: int, se
     Fold files already in ``out_dir`` for other clips or another split are not replaced
     unless ``overwrite=True``; writing the same split again is harmless.
     """
-    from aus_lib.runs import atomic_write_csv
 
     counts = manifest.groupby("actor").size().to_dict()
     folds = make_folds(counts, kfolds, seed, explicit)
@@ -297,7 +297,6 @@ def load_or_make(folds_dir: str | Path, kfolds: int, aus_dir=None, seed: int = 2
     Fold lists of another K, of a folder other than ``aus_dir``, or a ``folds_dir`` with other
     files and no manifest are errors: training on data the user did not mean is worse than stopping.
     """
-    from aus_lib import dataset
 
     folds_dir = Path(folds_dir)
     path = folds_dir / manifest_name(kfolds)

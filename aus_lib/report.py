@@ -17,6 +17,7 @@ import pandas as pd
 from aus_lib import analysis, baselines, dataset, folds, plots, posteriors
 from aus_lib.openface import AU_COLUMNS
 from aus_lib.ravdess import EMOTIONS
+from aus_lib.runs import atomic_write_csv
 
 # Static baselines of the paper's Table 2, plus two common references.
 STATIC_BASELINES = {
@@ -92,7 +93,6 @@ def analysis_dir(post: RunPosteriors) -> Path:
 
 def confusion_figures(post: RunPosteriors) -> dict[str, Path]:
     """Raw and row-normalized confusion matrices, per fold and summed over folds, as CSV and PNG."""
-    from aus_lib.runs import atomic_write_csv
 
     out = analysis_dir(post)
     written = {}
@@ -239,7 +239,6 @@ def attention_figures(post: RunPosteriors, data: dataset.ClipData, per_emotion: 
 
 
 def _summaries(items: list[dict], folder: Path, label: str, key: str) -> dict[str, Path]:
-    from aus_lib.runs import atomic_write_csv
 
     atts = [it["attention"] for it in items]
     labels = [it["true"] for it in items]

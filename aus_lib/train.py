@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from aus_lib import analysis, normalize, plots, runs
 from aus_lib.checkpoints import RESUMABLE_CHANGES, data_fingerprint, differences, load_checkpoint
 from aus_lib.config import Config
-from aus_lib.dataset import ClipData, au_columns, load_clips
+from aus_lib.dataset import ClipData, au_columns, describe_data, load_clips
 from aus_lib.fold import (METRICS, EpochHook, FoldJob, FoldResult, FoldSplit, TrainError, actors_of, class_weights,
                           fold_tensors, resolve_device, split_fold, test_probabilities)
 from aus_lib.folds import assign_folds, check_training_emotions, folds_from_manifest, make_folds
@@ -83,8 +83,6 @@ def run_fingerprint(cfg: Config, manifest: pd.DataFrame) -> dict:
     the configuration (but device and threads), the folds' test actors, the clips and which data
     they are. Everything that can be checked without training is checked here first, so that
     no run folder is made for a run that cannot start."""
-    from aus_lib.dataset import describe_data
-
     cfg = fit_input_size(cfg, manifest)
     manifest = _with_folds(cfg, manifest.reset_index(drop=True), None)
     resolve_device(cfg.device)
