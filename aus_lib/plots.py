@@ -23,7 +23,6 @@ from __future__ import annotations
 import io
 import math
 import os
-import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -34,8 +33,9 @@ from cycler import cycler
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from .openface import AU_COLUMNS
-from .ravdess import EMOTIONS, LABELS
+from aus_lib.openface import AU_COLUMNS
+from aus_lib.ravdess import EMOTIONS, LABELS
+from aus_lib.runs import atomic_path
 
 DPI = 110
 FPS = 30  # RAVDESS videos are 30 frames per second.
@@ -162,14 +162,8 @@ def save(fig: Figure, path: str | os.PathLike, dpi: int = DPI) -> Path:
     target = Path(path)
     if target.suffix.lower() != ".png":
         raise ValueError(f"{str(path)!r}: figures are saved as PNG; give a path ending in .png.")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Same folder as the target, so os.replace is a rename on one file system.
-    tmp = target.with_name(f".{target.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.png")
-    try:
+    with atomic_path(target) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
     return target
 
 

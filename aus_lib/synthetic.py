@@ -393,7 +393,6 @@ def _raw_text(frame: pd.DataFrame, lost: np.ndarray, name: str, seed: int) -> st
 def _write(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
-        tmp.chmod(0o644)  # the temporary file is created private (0600); data files are for everyone to read
 
 
 def _marker(out_dir: Path) -> dict | None:
