@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from aus_lib.ravdess import EMOTIONS, LABELS, parse_name
+from aus_lib.ravdess import EMOTIONS, LABELS, emotion_name, parse_name
 from aus_lib import dataset
 from aus_lib.runs import atomic_write_csv, atomic_write_text
 
@@ -173,11 +173,10 @@ def read_fold_list(path: str | Path) -> pd.DataFrame:
         fields = line.split("\t")
         if len(fields) not in (4, 5):
             raise FoldError(f"{path}, line {n}: expected 4 or 5 tab-separated fields, found {len(fields)}.")
-        label = fields[1]
-        if label.isdigit():
-            label = LABELS[int(label)]
-        if label not in LABELS:
-            raise FoldError(f"{path}, line {n}: unknown label {fields[1]!r}; expected one of {list(LABELS)}.")
+        try:
+            label = emotion_name(int(fields[1]) if fields[1].isdigit() else fields[1])
+        except ValueError:
+            raise FoldError(f"{path}, line {n}: unknown label {fields[1]!r}; expected one of {list(LABELS)}.") from None
         clip = Path(fields[3]).stem
         named = parse_name(clip).emotion
         if label != named:

@@ -34,7 +34,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from aus_lib.openface import AU_COLUMNS
-from aus_lib.ravdess import EMOTIONS, LABELS
+from aus_lib.ravdess import EMOTIONS, emotion_name
 from aus_lib.runs import atomic_path
 
 DPI = 110
@@ -112,20 +112,6 @@ def apply_style() -> None:
 
 
 # ---------------------------------------------------------------------------- emotions
-
-def emotion_name(label: str | int) -> str:
-    """An emotion name from a name (any case) or an index into ``ravdess.LABELS``."""
-    if isinstance(label, (int, np.integer)) and not isinstance(label, bool):
-        if not 0 <= int(label) < len(LABELS):
-            raise ValueError(f"emotion index {label} is out of range: indices follow ravdess.LABELS "
-                             f"(0..{len(LABELS) - 1}: {', '.join(LABELS)}).")
-        return LABELS[int(label)]
-    name = str(label).strip().lower()
-    if name not in EMOTION_COLORS:
-        raise ValueError(f"unknown emotion {label!r}: expected one of {', '.join(EMOTIONS)} "
-                         "(or an index into ravdess.LABELS).")
-    return name
-
 
 def emotion_order(labels: Iterable[str | int]) -> list[str]:
     """The distinct emotions among ``labels`` as names, in display order (``ravdess.EMOTIONS``)."""
