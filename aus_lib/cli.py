@@ -57,9 +57,9 @@ def _inference(args) -> None:
     cfg = load_config(args.params, {"inference_data": args.partition, "kfolds": args.kfolds,
                                     "TRAINED_PATH": args.pretrained, "OUT_PATH": args.out_dir}, posteriors=True)
     trained = resolve(cfg.TRAINED_PATH)
-    run = trained if (trained / "config.json").is_file() else runs.latest_run(trained)
-    out = resolve(cfg.OUT_PATH) if cfg.OUT_PATH else run / "posteriors"
-    long = inference.extract_posteriors(run, cfg.inference_data, out, kfolds=args.kfolds, device=args.device)
+    run = runs.Run.find(trained)
+    out = resolve(cfg.OUT_PATH) if cfg.OUT_PATH else run.posteriors
+    long = inference.extract_posteriors(run.dir, cfg.inference_data, out, kfolds=args.kfolds, device=args.device)
     print(f"Posteriors of {len(long)} clips ({cfg.inference_data}) written to {out}")
 
 
@@ -67,7 +67,7 @@ def _analyse(args) -> None:
     from aus_lib import analysis, runs
 
     target = resolve(args.run_dir) if args.run_dir else runs.latest_run(OUTPUTS / "runs")
-    folder = target / "posteriors" if (target / "posteriors").is_dir() else target
+    folder = runs.Run(target).posteriors if runs.Run(target).posteriors.is_dir() else target
     summary = analysis.summarize_posteriors(folder, args.partition)
     print(summary.round(4).to_string())
     pooled = summary.attrs["pooled"]

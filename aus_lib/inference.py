@@ -18,7 +18,7 @@ import torch
 from aus_lib import dataset, posteriors
 from aus_lib.progress import progress_bar
 from aus_lib.ravdess import LABELS
-from aus_lib.runs import atomic_write_csv
+from aus_lib.runs import Run, atomic_write_csv
 
 PARTITIONS = ("train", "val", "all")
 
@@ -123,11 +123,7 @@ def partition_index(manifest: pd.DataFrame, k: int, partition: str) -> np.ndarra
 
 def run_info(run_dir: str | os.PathLike) -> tuple[dict, pd.DataFrame]:
     """The params and the clip manifest (with folds) a run was trained on."""
-    run_dir = Path(run_dir)
-    for name in ("config.json", "inputs.csv"):
-        if not (run_dir / name).is_file():
-            raise FileNotFoundError(f"{run_dir / name} is missing: {run_dir} is not a finished 02_train_cv run.")
-    return json.loads((run_dir / "config.json").read_text()), pd.read_csv(run_dir / "inputs.csv")
+    return Run(run_dir).read()
 
 
 def actor_normalized(run_dir: Path, params: dict, data: dataset.ClipData) -> dataset.ClipData:
@@ -188,13 +184,13 @@ def extract_posteriors(run_dir: str | os.PathLike, partition: str = "val", out_d
     k_run = int(manifest["fold"].max())
     if kfolds is not None and kfolds != k_run:
         raise ValueError(f"kfolds={kfolds} but {run_dir} was trained with {k_run} folds.")
-    out_dir = Path(out_dir) if out_dir is not None else run_dir / "posteriors"
+    out_dir = Path(out_dir) if out_dir is not None else Run(run_dir).posteriors
     data = data if data is not None else dataset.load_clips(manifest, progress=progress)
     data = actor_normalized(run_dir, params, data)
     fingerprint = data_fingerprint(data)  # of the inputs as training saw them (normalized)
     tables = []
     for k in progress_bar(range(1, k_run + 1), desc=f"Posteriors ({partition})", unit="fold", disable=not progress):
-        ckpt_path = run_dir / f"fold_{k}" / "checkpoint.pt"
+        ckpt_path = Run(run_dir).checkpoint(k)
         if not ckpt_path.is_file():
             raise FileNotFoundError(f"{ckpt_path} is missing: fold {k} of {run_dir} has not finished training "
                                     "(resume the run in 02_train_cv).")

@@ -100,7 +100,7 @@ def run_fingerprint(cfg: Config, manifest: pd.DataFrame) -> dict:
 
 def _check_resumable(run_dir: Path, params: dict, manifest: pd.DataFrame) -> None:
     """Refuse to continue a run folder that holds a different configuration or data split."""
-    config_file, inputs_file = run_dir / "config.json", run_dir / "inputs.csv"
+    config_file, inputs_file = runs.Run(run_dir).config_file, runs.Run(run_dir).inputs_file
     if config_file.is_file():
         diffs = differences(json.loads(config_file.read_text()), params)
         if diffs:
@@ -261,8 +261,8 @@ def train_cv(cfg: Config, manifest: pd.DataFrame, run_dir: str | os.PathLike, da
     data = normalize_actors(cfg, data, run_dir)
 
     with torch_settings(cfg):
-        runs.atomic_write_json(run_dir / "config.json", params)
-        runs.atomic_write_csv(run_dir / "inputs.csv", manifest, index=False)
+        runs.atomic_write_json(runs.Run(run_dir).config_file, params)
+        runs.atomic_write_csv(runs.Run(run_dir).inputs_file, manifest, index=False)
         runs.atomic_write_json(run_dir / "environment.json", environment(device))
         interactive = sys.stderr.isatty()
         phases = {"inner": 1, "refit": 2, "ensemble": cfg.ensemble_size}[cfg.final_fit]
@@ -272,7 +272,7 @@ def train_cv(cfg: Config, manifest: pd.DataFrame, run_dir: str | os.PathLike, da
         jobs: list[FoldJob] = []
         try:
             for k in to_run:
-                fold_dir = run_dir / f"fold_{k}"
+                fold_dir = runs.Run(run_dir).fold_dir(k)
                 if resume and runs.is_done(fold_dir):
                     results.append(_fold_from_disk(fold_dir))
                     bar.update(cfg.epochs * phases)
@@ -304,6 +304,6 @@ def train_cv(cfg: Config, manifest: pd.DataFrame, run_dir: str | os.PathLike, da
 
     table = cv_table(results)
     runs.atomic_write_csv(run_dir / "cv_results.csv", table, index_label="fold")
-    if all(runs.is_done(run_dir / f"fold_{k}") for k in range(1, cfg.kfolds + 1)):
+    if all(runs.is_done(runs.Run(run_dir).fold_dir(k)) for k in range(1, cfg.kfolds + 1)):
         runs.mark_done(run_dir, {m: float(table.loc["mean", m]) for m in METRICS})
     return CVResult(table, {r.fold: r.history for r in results}, run_dir)
