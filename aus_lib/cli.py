@@ -29,7 +29,7 @@ def _make_folds(args) -> None:
 
 
 def _train(args) -> None:
-    from aus_lib import dataset, folds, runs, train
+    from aus_lib import dataset, folds, runs, schedule, train
     from aus_lib.config import describe, load_config
 
     cfg = load_config(args.params, {"kfolds": args.kfolds, "epochs": args.epochs, "patience": args.patience,
@@ -43,6 +43,7 @@ def _train(args) -> None:
     out_dir = resolve(args.out_dir)
     run_dir = runs.prepare_run_dir(out_dir, args.run_name or runs.default_run_name("run"),
                                    train.run_fingerprint(cfg, manifest), resume=args.resume, overwrite=args.overwrite)
+    schedule.fix_mmap_threshold()  # this process is ours, not a user's kernel
     result = train.train_cv(cfg, manifest, run_dir)
     runs.set_latest(out_dir, run_dir)
     print("FINAL CROSS VALIDATION RESULTS")

@@ -179,6 +179,7 @@ def phase_cv(args: argparse.Namespace) -> dict:
         torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
     if args.mode == "fast":
+        schedule.fix_mmap_threshold()  # as the CLI does: the measured peak memory assumes it
         result = train.train_cv(cfg, manifest, run_dir, data=data, progress=False, on_epoch_end=clock)
         histories = list(result.histories.values())
         table = result.table

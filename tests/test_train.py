@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -290,6 +291,18 @@ def test_load_checkpoint_names_mismatching_shapes(clips, tmp_path):
 
 
 # --- the run ------------------------------------------------------------------------------------------
+
+def test_train_cv_leaves_torch_settings_allocator_and_environment_as_they_were(clips, tmp_path, monkeypatch):
+    manifest, data = clips
+    monkeypatch.delenv(schedule.CUBLAS_WORKSPACE, raising=False)
+    monkeypatch.setattr(schedule, "fix_mmap_threshold", lambda *a: pytest.fail("process-wide allocator change"))
+    threads, environment = torch.get_num_threads(), dict(os.environ)
+    train.train_cv(make_cfg(epochs=1, deterministic=True, num_threads=2), manifest, tmp_path / "run", data=data,
+                   folds=[1], progress=False)
+    assert torch.get_num_threads() == threads
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert dict(os.environ) == environment
+
 
 def test_train_cv_writes_every_file(clips, tmp_path):
     manifest, data = clips
