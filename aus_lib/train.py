@@ -9,7 +9,6 @@ members.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -74,7 +73,7 @@ def _with_folds(cfg: Config, manifest: pd.DataFrame, folds) -> pd.DataFrame:
 def fit_input_size(cfg: Config, manifest: pd.DataFrame) -> Config:
     """``cfg`` with ``input_size`` set to the AU set of the manifest's clips (35 OpenFace columns,
     20 py-feat probabilities): the data decides, so one params file serves both formats."""
-    return dataclasses.replace(cfg, input_size=len(au_columns(manifest)))
+    return cfg.replace(input_size=len(au_columns(manifest)))
 
 
 
@@ -143,7 +142,7 @@ def member_job(cfg: Config, manifest: pd.DataFrame, job: FoldJob, member: int) -
     """Member ``member`` of fold ``job.k``'s ensemble (``final_fit="ensemble"``): its own seed, so its own
     inner validation actors (or clips), initial weights, batches and dropout; trained with early
     stopping on its inner validation like any fold, in ``fold_<k>/member_<m>``."""
-    member_cfg = dataclasses.replace(cfg, seed=member_seed(cfg.seed, member))
+    member_cfg = cfg.replace(seed=member_seed(cfg.seed, member))
     return FoldJob(job.k, split_fold(manifest, job.k, member_cfg), job.fold_dir / f"member_{member}", cfg=member_cfg)
 
 

@@ -92,7 +92,7 @@ def test_a_trial_is_never_pruned_at_its_last_epoch(setup):
 
 @pytest.mark.parametrize("space, message", [
     ({"model_params.encoder.dimm": {"choices": [4, 8]}}, "model_params.encoder.dimm"),
-    ({"model_params.encoder.dropout": {"low": 0.1, "high": 1.5}}, "must be in [0, 1)"),
+    ({"model_params.encoder.dropout": {"low": 0.1, "high": 1.5}}, "model_params.encoder.dropout=1.5 must be less than 1"),
     ({"lr": {"low": 0.1, "high": 0.01}}, "above high"),
     ({"lr": {"low": 0.0, "high": 0.01, "log": True}}, "log range needs low > 0"),
     ({"lr": {"min": 0.001, "max": 0.01}}, "unknown field"),
