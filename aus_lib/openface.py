@@ -531,7 +531,8 @@ def convert_folder(
         kept = _apply_policy(table, rows, policy, min_confidence)
         aus = kept.loc[:, list(AU_COLUMNS)]
         aus = _check_values(table, aus, strict)
-        fix = "Use policy='keep_all' or a lower min_confidence." if len(kept) < len(rows) else "Remove the clip from raw_dir, or pass min_frames=1 for single images."
+        fix = ("Use policy='keep_all' or a lower min_confidence." if len(kept) < len(rows)
+               else "Remove the clip from raw_dir, or pass min_frames=1 for single images.")
         _check_length(table, len(aus), min_frames, fix)
         converted.append(aus)
         records.append({

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from aus_lib import checkpoints, dataset, fold, folds, inference, openface, paths, runs, synthetic, train
+from aus_lib import checkpoints, dataset, fold, folds, inference, openface, paths, synthetic, train
 from aus_lib.cli import main
 from aus_lib.config import ConfigError, load_config
 from aus_lib.openface import AU_COLUMNS, AUFileError, AUFileWarning
