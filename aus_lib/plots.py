@@ -33,7 +33,6 @@ from pathlib import Path
 import matplotlib as mpl
 import numpy as np
 import pandas as pd
-import seaborn
 from cycler import cycler
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -203,6 +202,7 @@ def _heatmap(ax: Axes, values: np.ndarray, xlabels: Sequence[str], ylabels: Sequ
              vmax: float, bar: dict, texts: np.ndarray | None = None) -> None:
     """A seaborn heatmap of ``values`` (cell (i, j) centred at (j + 0.5, i + 0.5)), ``texts`` written in the
     cells in black or white by the cell's colour, framed, with a colour bar (``bar``: its keywords)."""
+    import seaborn  # deferred, as in frames_histogram: seaborn imports pyplot, which this module never needs
     seaborn.heatmap(values, ax=ax, cmap=cmap, vmin=vmin, vmax=vmax, xticklabels=list(xlabels),
                     yticklabels=list(ylabels), annot=texts if texts is not None else False, fmt="",
                     annot_kws={"fontsize": 9}, cbar_kws=bar)
@@ -613,6 +613,8 @@ def frames_histogram(lengths: pd.Series | np.ndarray, title: str, path: str | os
     auto_width = np.diff(np.histogram_bin_edges(values, bins="auto"))[0] if np.ptp(values) > 0 else 1.0
     width = max(1.0, math.ceil(max(auto_width, np.ptp(values) / 60)))
     edges = np.arange(np.floor(values.min()) - 0.5, values.max() + width, width)
+
+    import seaborn  # deferred: seaborn imports pyplot, which this module never needs
 
     fig = _new_figure(title, (8.5, 4.6))
     ax = fig.subplots()
