@@ -17,28 +17,12 @@ import pandas as pd
 from sklearn.metrics import precision_recall_fscore_support, recall_score
 
 from aus_lib.openface import AU_COLUMNS
-from aus_lib.ravdess import EMOTIONS, LABELS
+from aus_lib.ravdess import EMOTIONS, LABELS, emotion_names
 
 METRIC_COLUMNS = ("n", "accuracy", "precision", "recall", "f1", "uar", "ci95")
 
 
 # --- labels ------------------------------------------------------------------------------------
-
-def emotion_names(labels, what: str = "labels") -> np.ndarray:
-    """Labels given as emotion names or LABELS indices, as an array of names."""
-    values = list(labels)
-    out = []
-    for i, v in enumerate(values):
-        if isinstance(v, (int, np.integer)) and not isinstance(v, bool):
-            if not 0 <= int(v) < len(LABELS):
-                raise ValueError(f"{what}[{i}] = {v}: label indices run 0..{len(LABELS) - 1} (LABELS order: {', '.join(LABELS)}).")
-            out.append(LABELS[int(v)])
-        elif isinstance(v, str) and v in LABELS:
-            out.append(v)
-        else:
-            raise ValueError(f"{what}[{i}] = {v!r} is not an emotion name ({', '.join(LABELS)}) or a LABELS index.")
-    return np.array(out, dtype=object)
-
 
 def _pair(y_true, y_pred) -> tuple[np.ndarray, np.ndarray]:
     t, p = emotion_names(y_true, "y_true"), emotion_names(y_pred, "y_pred")

@@ -26,6 +26,7 @@ from sklearn.svm import SVC
 
 from aus_lib import normalize
 from aus_lib.analysis import summarize_predictions
+from aus_lib.folds import PAPER_FOLDS, check_folds
 from aus_lib.openface import AU_COLUMNS, PROCESSED_SEP, read_aus
 from aus_lib.ravdess import EMOTIONS, LABELS, RavdessNameError, clip_stem, parse_name
 from aus_lib.runs import atomic_path
@@ -213,8 +214,6 @@ def _scaler(norm: str | None):
 
 
 def _folds(folds: Mapping[int, tuple[int, ...]] | None, actors: list[int]) -> dict[int, tuple[int, ...]]:
-    from aus_lib.folds import PAPER_FOLDS, check_folds
-
     chosen = PAPER_FOLDS if folds is None else folds
     chosen = {int(k): tuple(int(a) for a in v) for k, v in chosen.items()}
     check_folds(chosen, actors)

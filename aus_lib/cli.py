@@ -31,7 +31,7 @@ def _make_folds(args) -> None:
 
 
 def _train(args) -> None:
-    from aus_lib import dataset, folds, runs, train
+    from aus_lib import dataset, folds, runs, schedule, train
     from aus_lib.config import describe, load_config
 
     cfg = load_config(args.params, {"kfolds": args.kfolds, "epochs": args.epochs, "patience": args.patience,
@@ -45,6 +45,7 @@ def _train(args) -> None:
     out_dir = resolve(args.out_dir)
     run_dir = runs.prepare_run_dir(out_dir, args.run_name or runs.default_run_name("run"),
                                    train.run_fingerprint(cfg, manifest), resume=args.resume, overwrite=args.overwrite)
+    schedule.fix_mmap_threshold()  # this process is ours, not a user's kernel
     result = train.train_cv(cfg, manifest, run_dir)
     runs.set_latest(out_dir, run_dir)
     print("FINAL CROSS VALIDATION RESULTS")
@@ -59,9 +60,9 @@ def _inference(args) -> None:
     cfg = load_config(args.params, {"inference_data": args.partition, "kfolds": args.kfolds,
                                     "TRAINED_PATH": args.pretrained, "OUT_PATH": args.out_dir}, posteriors=True)
     trained = resolve(cfg.TRAINED_PATH)
-    run = trained if (trained / "config.json").is_file() else runs.latest_run(trained)
-    out = resolve(cfg.OUT_PATH) if cfg.OUT_PATH else run / "posteriors"
-    long = inference.extract_posteriors(run, cfg.inference_data, out, kfolds=args.kfolds, device=args.device)
+    run = runs.Run.find(trained)
+    out = resolve(cfg.OUT_PATH) if cfg.OUT_PATH else run.posteriors
+    long = inference.extract_posteriors(run.dir, cfg.inference_data, out, kfolds=args.kfolds, device=args.device)
     print(f"Posteriors of {len(long)} clips ({cfg.inference_data}) written to {out}")
 
 
@@ -69,7 +70,7 @@ def _analyse(args) -> None:
     from aus_lib import analysis, runs
 
     target = resolve(args.run_dir) if args.run_dir else runs.latest_run(OUTPUTS / "runs")
-    folder = target / "posteriors" if (target / "posteriors").is_dir() else target
+    folder = runs.Run(target).posteriors if runs.Run(target).posteriors.is_dir() else target
     summary = analysis.summarize_posteriors(folder, args.partition)
     print(summary.round(4).to_string())
     pooled = summary.attrs["pooled"]

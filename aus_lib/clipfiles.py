@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from aus_lib import paths
+from aus_lib.runs import atomic_path
 from aus_lib.ravdess import MODALITY, VOCAL_CHANNEL, RavdessNameError, parse_name
 
 VOCAL_CHOICES = ("speech", "song", "both")
@@ -92,12 +93,9 @@ def _extract(archive: zipfile.ZipFile, members: list[zipfile.ZipInfo], folder: P
         parts = [p for p in PurePosixPath(info.filename).parts if p not in ("", ".", "..")]
         target = folder.joinpath(*parts)
         if not (target.is_file() and target.stat().st_size == info.file_size):
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.part")
-            with archive.open(info) as src, open(tmp, "wb") as dst:
+            with atomic_path(target) as tmp, archive.open(info) as src, open(tmp, "wb") as dst:
                 while chunk := src.read(1 << 20):
                     dst.write(chunk)
-            os.replace(tmp, target)
         out.append(target)
     return out
 

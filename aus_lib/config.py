@@ -11,9 +11,11 @@ import copy
 import json
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from aus_lib.paths import PARAMS_DIR, resolve
 
@@ -22,130 +24,166 @@ class ConfigError(ValueError):
     """A params file or override that cannot be used; the message names the key and file."""
 
 
-# --- the schema ----------------------------------------------------------------------------
-# key -> (type(s), default). A default of REQUIRED means the original schema has the key and
-# a file without it is refused; the others are this project's additions, optional.
-REQUIRED = object()
-_NUM = (int, float)
+# --- the schema: every key once, with its type, default and rule -------------------------------
+# A key without a default is required: the original schema has it and a file without it is
+# refused; the keys with defaults are this project's additions (or optional in the original).
 
-ENCODER_SCHEMA = {"dim": (int, REQUIRED), "layers": (int, REQUIRED), "dropout": (_NUM, REQUIRED),
-                  "bidirectional": (bool, REQUIRED)}
-ATTENTION_SCHEMA = {"layers": (int, REQUIRED), "dropout": (_NUM, REQUIRED), "activation": (str, REQUIRED),
-                    "context": (bool, False), "input_stats": (bool, False)}
-TOP_SCHEMA: dict[str, tuple[Any, Any]] = {
-    # the original schema
-    "name": (str, REQUIRED),
-    "data_type": (str, "pathCSV"),
-    "model_name": (str, REQUIRED),
-    "input_size": (int, REQUIRED),
-    "model_params": (dict, REQUIRED),
-    "preprocessor": ((str, type(None)), None),
-    "batch_size": (int, REQUIRED),
-    "lr": (_NUM, REQUIRED),
-    "weight_decay": (_NUM, 0.0),
-    "patience": (int, REQUIRED),
-    "min_change": (_NUM, 0.0),
-    "epochs": (int, REQUIRED),
-    "base": (_NUM, 0.0),
-    "clip_norm": (_NUM, 1.0),
-    "seed": (int, REQUIRED),
-    "disable_cache": (bool, True),
-    # the posteriors schema (RAVDESS_AUs_posteriors.json)
-    "inference_data": ((str, type(None)), None),
-    "OUT_PATH": ((str, type(None)), None),
-    "TRAINED_PATH": ((str, type(None)), None),
-    # this project's additions
-    "kfolds": (int, 5),
-    "selection": (str, "test_fold"),
-    "inner_val_actors": ((int, str), "auto"),
-    "final_fit": (str, "inner"),
-    "ensemble_size": (int, 5),
-    "actor_normalization": ((str, type(None)), None),
-    "device": (str, "auto"),
-    "deterministic": (bool, False),
-    "engine": (str, "batched"),
-    "num_threads": ((int, type(None)), None),
-}
-CHOICES = {
-    "selection": ("test_fold", "inner"),
-    "final_fit": ("inner", "refit", "ensemble"),
-    "actor_normalization": (None, "zscore", "robust"),
-    "preprocessor": (None, "standard", "minmax"),
-    "engine": ("plain", "batched", "stacked"),
-    "inference_data": (None, "train", "val", "all"),
-    "model_name": ("Sequence1Modal",),
-    "data_type": ("pathCSV",),
-    "activation": ("tanh", "relu"),
-}
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-@dataclass(frozen=True)
-class Config:
-    """Everything a run needs to know. Field names follow the original JSON schema."""
-
-    name: str
-    model_name: str
-    input_size: int
-    encoder_dim: int
-    encoder_layers: int
-    encoder_dropout: float
+class Encoder(_Section):
+    dim: int = Field(gt=0)
+    layers: int = Field(ge=1)
+    dropout: float = Field(ge=0, lt=1)
     bidirectional: bool
-    attention_layers: int
-    attention_dropout: float
-    attention_activation: str
-    attention_context: bool
-    attention_input_stats: bool
-    batch_size: int
-    lr: float
+
+
+class Attention(_Section):
+    layers: int = Field(ge=1)
+    dropout: float = Field(ge=0, lt=1)
+    activation: Literal["tanh", "relu"]
+    context: bool = False
+    input_stats: bool = False
+
+
+class ModelParams(_Section):
+    encoder: Encoder
+    attention: Attention
+
+
+class Params(_Section):
+    """A params file in the original sequenceLearning schema, plus this project's keys."""
+
+    # the original schema
+    name: str
+    data_type: Literal["pathCSV"] = "pathCSV"
+    model_name: Literal["Sequence1Modal"]
+    input_size: int
+    model_params: ModelParams
+    preprocessor: Literal["standard", "minmax"] | None = None
+    batch_size: int = Field(ge=1)
+    lr: float = Field(gt=0)
+    weight_decay: float = Field(0.0, ge=0)
     patience: int
-    epochs: int
-    seed: int
-    data_type: str = "pathCSV"
-    preprocessor: str | None = None
-    weight_decay: float = 0.0
-    min_change: float = 0.0
+    min_change: float = Field(0.0, ge=0)
+    epochs: int = Field(ge=1)
     base: float = 0.0
-    clip_norm: float = 1.0
+    clip_norm: float = Field(1.0, gt=0)
+    seed: int
     disable_cache: bool = True
-    inference_data: str | None = None
+    # the posteriors schema (RAVDESS_AUs_posteriors.json)
+    inference_data: Literal["train", "val", "all"] | None = None
     OUT_PATH: str | None = None
     TRAINED_PATH: str | None = None
-    kfolds: int = 5
-    selection: str = "test_fold"
-    inner_val_actors: int | str = "auto"
-    final_fit: str = "inner"
-    ensemble_size: int = 5
-    actor_normalization: str | None = None
+    # this project's additions
+    kfolds: int = Field(5, ge=2)
+    selection: Literal["test_fold", "inner"] = "test_fold"
+    inner_val_actors: Literal["auto"] | int = "auto"
+    final_fit: Literal["inner", "refit", "ensemble"] = "inner"
+    ensemble_size: int = Field(5, ge=2)
+    actor_normalization: Literal["zscore", "robust"] | None = None
     device: str = "auto"
     deterministic: bool = False
-    engine: str = "batched"
-    num_threads: int | None = None
-    source: str | None = field(default=None, compare=False)
+    engine: Literal["plain", "batched", "stacked"] = "batched"
+    num_threads: int | None = Field(None, ge=1)
+
+    @field_validator("name")
+    @classmethod
+    def _plain_file_name(cls, name: str) -> str:
+        # The name becomes part of file names (posterior files): a path in it would write elsewhere.
+        if name in ("", ".", "..") or any(c in name for c in "/\\") or ".." in name:
+            raise ValueError("must be a plain file name, without '/', '\\' or '..'")
+        return name
+
+    @field_validator("input_size")
+    @classmethod
+    def _known_au_set(cls, size: int) -> int:
+        if size not in (35, 20):
+            raise ValueError("must be 35 (OpenFace: 17 AU intensities + 18 presences) or 20 (py-feat AU "
+                             "probabilities); training sets it from the data")
+        return size
+
+    @field_validator("patience")
+    @classmethod
+    def _patience(cls, patience: int) -> int:
+        if patience != -1 and patience < 1:
+            raise ValueError("must be >= 1, or -1 to disable early stopping")
+        return patience
+
+    @field_validator("inner_val_actors")
+    @classmethod
+    def _inner_val_actors(cls, value: str | int) -> str | int:
+        if value != "auto" and value < 1:
+            raise ValueError('must be "auto" or an integer >= 1')
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, device: str) -> str:
+        if not (device in ("auto", "cpu") or device.startswith("cuda")):
+            raise ValueError("must be 'auto', 'cpu' or 'cuda[:N]'")
+        return device
+
+    @model_validator(mode="after")
+    def _refit_needs_inner_selection(self) -> Params:
+        if self.final_fit != "inner" and self.selection != "inner":
+            raise ValueError(f"final_fit={json.dumps(self.final_fit)} needs selection=\"inner\" (a refit on the training "
+                             "part must not include the test fold used for selection)")
+        return self
+
+
+# Config's flat names of the nested model keys: the file nests them, the code reads them flat.
+_NESTED = {"encoder_dim": ("encoder", "dim"), "encoder_layers": ("encoder", "layers"),
+           "encoder_dropout": ("encoder", "dropout"), "bidirectional": ("encoder", "bidirectional"),
+           "attention_layers": ("attention", "layers"), "attention_dropout": ("attention", "dropout"),
+           "attention_activation": ("attention", "activation"), "attention_context": ("attention", "context"),
+           "attention_input_stats": ("attention", "input_stats")}
+
+
+class Config:
+    """Everything a run needs to know: validated :class:`Params`, read with flat names
+    (``cfg.lr``, ``cfg.encoder_dim`` = ``model_params.encoder.dim``), and where they came from."""
+
+    __slots__ = ("params", "source")
+
+    def __init__(self, params: Params, source: str | None = None) -> None:
+        object.__setattr__(self, "params", params)
+        object.__setattr__(self, "source", source)
+
+    def __getattr__(self, name: str):
+        if name in _NESTED:
+            part, key = _NESTED[name]
+            return getattr(getattr(self.params.model_params, part), key)
+        if name in Params.model_fields and name != "model_params":
+            return getattr(self.params, name)
+        raise AttributeError(f"Config has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value) -> None:
+        raise AttributeError(f"Config is frozen: use cfg.replace({name}=...)")
+
+    def __eq__(self, other) -> bool:  # where the values came from does not make another config
+        return isinstance(other, Config) and self.params == other.params
+
+    def __hash__(self) -> int:
+        return hash(json.dumps(self.to_params(), sort_keys=True))
+
+    def __repr__(self) -> str:
+        return f"Config({self.to_params()!r}, source={self.source!r})"
+
+    def replace(self, **changes) -> Config:
+        """A copy with ``changes`` (flat names, as read), validated again."""
+        dotted = {"model_params.{}.{}".format(*_NESTED[k]) if k in _NESTED else k: v for k, v in changes.items()}
+        return build_config(with_values(self.to_params(), dotted, str(self.source)), self.source)
 
     def to_params(self) -> dict:
         """The config in the original nested JSON schema (plus this project's keys)."""
-        flat = asdict(self)
-        flat.pop("source")
-        out = {k: flat.pop(k) for k in list(flat) if not k.startswith(("encoder_", "attention_")) and k != "bidirectional"}
-        out["model_params"] = {
-            "encoder": {"dim": self.encoder_dim, "layers": self.encoder_layers, "dropout": self.encoder_dropout,
-                        "bidirectional": self.bidirectional},
-            "attention": {"layers": self.attention_layers, "dropout": self.attention_dropout,
-                          "activation": self.attention_activation, "context": self.attention_context,
-                          "input_stats": self.attention_input_stats},
-        }
-        return out
+        return self.params.model_dump()
 
     def model_config(self):
-        from aus_lib.model import ModelConfig
+        from aus_lib.model import ModelConfig  # deferred: reading a config needs no torch
 
-        return ModelConfig(
-            input_size=self.input_size, encoder_dim=self.encoder_dim, encoder_layers=self.encoder_layers,
-            encoder_dropout=self.encoder_dropout, bidirectional=self.bidirectional,
-            attention_layers=self.attention_layers, attention_dropout=self.attention_dropout,
-            attention_activation=self.attention_activation, attention_context=self.attention_context,
-            attention_input_stats=self.attention_input_stats,
-        )
+        return ModelConfig(input_size=self.input_size, **{name: getattr(self, name) for name in _NESTED})
 
     @property
     def selection_note(self) -> str:
@@ -167,42 +205,6 @@ class Config:
 
 
 # --- loading -------------------------------------------------------------------------------
-
-def _type_name(t) -> str:
-    ts = t if isinstance(t, tuple) else (t,)
-    names = {int: "integer", float: "number", str: "string", bool: "true/false", dict: "object", type(None): "null"}
-    return " or ".join(dict.fromkeys(names.get(x, x.__name__) for x in ts))
-
-
-def _check_type(key: str, value, expected, where: str):
-    ts = expected if isinstance(expected, tuple) else (expected,)
-    # JSON true/false are Python bools, which are ints too: refuse them where a number is meant.
-    if isinstance(value, bool) and bool not in ts:
-        ok = False
-    else:
-        ok = isinstance(value, ts)
-    if not ok:
-        raise ConfigError(f"{where}: key {key!r} must be {_type_name(expected)}, got {json.dumps(value)}.")
-    if float in ts and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    return value
-
-
-def _check_section(section: Mapping, schema: Mapping, where: str, prefix: str) -> dict:
-    unknown = sorted(set(section) - set(schema))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(prefix + k for k in unknown)}; known keys are "
-                          f"{', '.join(prefix + k for k in schema)}. Check the spelling.")
-    out = {}
-    for key, (typ, default) in schema.items():
-        if key not in section:
-            if default is REQUIRED:
-                raise ConfigError(f"{where}: missing required key {prefix + key!r}.")
-            out[key] = default
-            continue
-        out[key] = _check_type(prefix + key, section[key], typ, where)
-    return out
-
 
 def _comment_line(text: str) -> int | None:
     """The line of the first ``//`` or ``/*`` outside a JSON string, if any."""
@@ -279,60 +281,50 @@ def with_values(params: Mapping, values: Mapping, where: str = "<params>") -> di
 
 
 def build_config(params: Mapping, where: str = "<params>") -> Config:
-    top = _check_section(params, TOP_SCHEMA, where, "")
-    mp = top["model_params"]
-    _check_section(mp, {"encoder": (dict, REQUIRED), "attention": (dict, REQUIRED)}, where, "model_params.")
-    enc = _check_section(mp["encoder"], ENCODER_SCHEMA, where, "model_params.encoder.")
-    att = _check_section(mp["attention"], ATTENTION_SCHEMA, where, "model_params.attention.")
-    for key, choices in CHOICES.items():
-        value = att.get(key) if key == "activation" else top.get(key)
-        if value not in choices:
-            shown = "model_params.attention.activation" if key == "activation" else key
-            raise ConfigError(f"{where}: {shown}={json.dumps(value)} is not one of {list(choices)}.")
-    checks = [
-        (top["input_size"] in (35, 20), "input_size",
-         "must be 35 (OpenFace: 17 AU intensities + 18 presences) or 20 (py-feat AU probabilities); "
-         "training sets it from the data"),
-        (enc["dim"] > 0, "model_params.encoder.dim", "must be > 0"),
-        (enc["layers"] >= 1, "model_params.encoder.layers", "must be >= 1"),
-        (0 <= enc["dropout"] < 1, "model_params.encoder.dropout", "must be in [0, 1)"),
-        (att["layers"] >= 1, "model_params.attention.layers", "must be >= 1"),
-        (0 <= att["dropout"] < 1, "model_params.attention.dropout", "must be in [0, 1)"),
-        (top["batch_size"] >= 1, "batch_size", "must be >= 1"),
-        (top["lr"] > 0, "lr", "must be > 0"),
-        (top["weight_decay"] >= 0, "weight_decay", "must be >= 0"),
-        (top["epochs"] >= 1, "epochs", "must be >= 1"),
-        (top["patience"] == -1 or top["patience"] >= 1, "patience", "must be >= 1, or -1 to disable early stopping"),
-        (top["min_change"] >= 0, "min_change", "must be >= 0"),
-        (top["clip_norm"] > 0, "clip_norm", "must be > 0"),
-        (top["kfolds"] >= 2, "kfolds", "must be >= 2"),
-        (top["ensemble_size"] >= 2, "ensemble_size", "must be >= 2"),
-        (top["final_fit"] == "inner" or top["selection"] == "inner", "final_fit",
-         "needs selection=\"inner\" (a refit on the training part must not include the test fold used for selection)"),
-        (top["inner_val_actors"] == "auto" or (isinstance(top["inner_val_actors"], int)
-                                                and top["inner_val_actors"] >= 1),
-         "inner_val_actors", "must be \"auto\" or an integer >= 1"),
-        (top["num_threads"] is None or top["num_threads"] >= 1, "num_threads", "must be >= 1 or null"),
-        (top["device"] == "auto" or top["device"] == "cpu" or top["device"].startswith("cuda"), "device",
-         "must be 'auto', 'cpu' or 'cuda[:N]'"),
-    ]
-    # The name becomes part of file names (posterior files): a path in it would write elsewhere.
-    checks.append((top["name"] not in ("", ".", "..") and not any(c in top["name"] for c in "/\\")
-                   and ".." not in top["name"], "name", "must be a plain file name, without '/', '\\' or '..'"))
-    for ok, key, rule in checks:
-        if not ok:
-            value = {"model_params.encoder.dim": enc["dim"], "model_params.encoder.layers": enc["layers"],
-                     "model_params.encoder.dropout": enc["dropout"], "model_params.attention.layers": att["layers"],
-                     "model_params.attention.dropout": att["dropout"]}.get(key, top.get(key))
-            raise ConfigError(f"{where}: {key}={json.dumps(value)} {rule}.")
-    flat = {k: v for k, v in top.items() if k != "model_params"}
-    return Config(
-        **flat,
-        encoder_dim=enc["dim"], encoder_layers=enc["layers"], encoder_dropout=float(enc["dropout"]),
-        bidirectional=enc["bidirectional"], attention_layers=att["layers"], attention_dropout=float(att["dropout"]),
-        attention_activation=att["activation"], attention_context=att["context"],
-        attention_input_stats=att["input_stats"], source=where,
-    )
+    """Validate ``params`` (the original nested schema); every problem is named with its full key path and ``where``."""
+    try:
+        return Config(Params.model_validate(dict(params)), source=where)
+    except ValidationError as exc:
+        problems = list(dict.fromkeys(_problem(error) for error in exc.errors()))
+        raise ConfigError(f"{where}: " + "; ".join(problems) + ".") from None
+
+
+_TYPE_NAMES = {"int_type": "an integer", "float_type": "a number", "bool_type": "true/false",
+               "string_type": "a string", "model_type": "an object", "dict_type": "an object"}
+
+
+def _problem(error: Mapping) -> str:
+    """One pydantic error as a sentence naming the key path (``model_params.encoder.dim``)."""
+    fields, model = [], Params
+    for part in error["loc"]:  # union members add their own tags to the location: stop at them
+        if not (isinstance(model, type) and issubclass(model, BaseModel) and part in model.model_fields) \
+                and error["type"] != "extra_forbidden":
+            break
+        fields.append(str(part))
+        info = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        model = info.annotation if info is not None else None
+    key = ".".join(fields)
+    value = error.get("input")
+    if error["type"] == "missing":
+        return f"missing required key {key!r}"
+    if error["type"] == "extra_forbidden":
+        parent = ".".join(fields[:-1])
+        known = _section(parent).model_fields
+        prefix = parent + "." if parent else ""
+        return f"unknown key {key!r}; known keys are {', '.join(prefix + k for k in known)}. Check the spelling"
+    if error["type"] in _TYPE_NAMES and len(fields) == len(error["loc"]):
+        return f"key {key!r} must be {_TYPE_NAMES[error['type']]}, got {json.dumps(value, default=str)}"
+    if error["type"] == "literal_error":
+        return f"{key}={json.dumps(value, default=str)} is not one of {error['ctx']['expected']}"
+    rule = error["msg"].removeprefix("Value error, ").replace("Input should be", "must be")
+    return f"{key}={json.dumps(value, default=str)} {rule}" if key else rule
+
+
+def _section(path: str) -> type[BaseModel]:
+    model: type[BaseModel] = Params
+    for part in filter(None, path.split(".")):
+        model = model.model_fields[part].annotation
+    return model
 
 
 def load_config(params_file: str | os.PathLike = PARAMS_DIR / "RAVDESS_AUs.json", overrides: Mapping | None = None,

@@ -16,17 +16,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from aus_lib import openface
+from aus_lib import openface, synthetic
 from aus_lib.clipfiles import DataError, find_clips
 from aus_lib.paths import CACHE_DIR, resolve
 from aus_lib.progress import progress_bar
-from aus_lib.ravdess import LABEL_INDEX, RavdessNameError, parse_name
+from aus_lib.ravdess import EMOTIONS, LABEL_INDEX, RavdessNameError, parse_name
 from aus_lib.runs import atomic_path
-
-
-# Clips parsed while a folder was validated, reused by load_clips in the same process: keyed by
-# (path, size, mtime_ns), so a file changed in between is read again.
-_PARSED: dict[tuple[str, int, int], np.ndarray] = {}
 
 
 def _file_key(path: str | os.PathLike) -> tuple[str, int, int]:
@@ -37,14 +32,12 @@ def _file_key(path: str | os.PathLike) -> tuple[str, int, int]:
 def resolve_aus_dir(aus_dir: str | os.PathLike | None, seed: int = 2020) -> Path:
     """The user's AU folder (or zip), or the built-in synthetic data set (generated on first use)."""
     if aus_dir is None:
-        from aus_lib import synthetic
-
         return synthetic.ensure_default(seed=seed)
     return resolve(aus_dir)
 
 
 def build_manifest(aus_dir: str | os.PathLike, recursive: bool = True, strict: bool = False,
-                   progress: bool = True, vocal: str = "speech") -> pd.DataFrame:
+                   progress: bool = True, vocal: str = "speech", parsed: dict | None = None) -> pd.DataFrame:
     """Read and check every clip in ``aus_dir`` (a folder in any subfolder layout, or a zip) up
     front; one row per clip.
 
@@ -54,7 +47,8 @@ def build_manifest(aus_dir: str | os.PathLike, recursive: bool = True, strict: b
     OpenFace columns or py-feat's 20, the same in every file), be numeric and finite, have at
     least 2 frames and carry a RAVDESS name; all problems are gathered and reported together,
     each naming its file; two clips with byte-identical content are refused. ``strict`` turns AU
-    range warnings into errors; clips over 10x the median length warn.
+    range warnings into errors; clips over 10x the median length warn. A ``parsed`` dict receives
+    every clip's frames as read here, for ``load_clips(manifest, parsed=parsed)`` not to read them again.
     """
     found = find_clips(aus_dir, vocal=vocal, recursive=recursive)
     if any(found.skipped.values()):  # what was left out; the caller says which data is used
@@ -93,7 +87,8 @@ def build_manifest(aus_dir: str | os.PathLike, recursive: bool = True, strict: b
         try:
             table = openface.read_aus(path, strict=strict, min_frames=2)
             frames = len(table)
-            _PARSED[_file_key(path)] = table.to_numpy(np.float32)
+            if parsed is not None:
+                parsed[_file_key(path)] = table.to_numpy(np.float32)
         except (ValueError, OSError) as exc:
             problems.append(str(exc))
             continue
@@ -131,8 +126,6 @@ def _warn_long_clips(manifest: pd.DataFrame) -> None:
 
 def describe_data(manifest: pd.DataFrame) -> str:
     """Which data a manifest holds, in one line; loudly when it is the synthetic set."""
-    from aus_lib import synthetic
-
     folders = sorted({str(Path(p).parent) for p in manifest["path"]})
     folder = os.path.commonpath(folders) if folders else "?"
     size = f"{len(manifest)} clips of {manifest['actor'].nunique()} actors from {folder}"
@@ -182,8 +175,12 @@ def au_columns(manifest: pd.DataFrame) -> tuple[str, ...]:
 
 
 def load_clips(manifest: pd.DataFrame, cache: bool = True, cache_dir: str | os.PathLike | None = None,
-               progress: bool = True) -> ClipData:
-    """Load every clip of the manifest into memory, from the on-disk cache when it is current."""
+               progress: bool = True, parsed: dict | None = None) -> ClipData:
+    """Load every clip of the manifest into memory, from the on-disk cache when it is current.
+
+    ``parsed``: the frames :func:`build_manifest` read (its ``parsed`` argument); keyed by path,
+    size and modification time, so a file changed since is read again.
+    """
     paths = list(manifest["path"])
     cache_file = None
     if cache:
@@ -194,8 +191,8 @@ def load_clips(manifest: pd.DataFrame, cache: bool = True, cache_dir: str | os.P
                                 au_columns(manifest))
     arrays = []
     for p in progress_bar(paths, desc="Loading AU clips", unit="clip", disable=not progress, mininterval=2):
-        parsed = _PARSED.pop(_file_key(p), None)
-        arrays.append(parsed if parsed is not None else openface.read_aus(p).to_numpy(np.float32))
+        known = parsed.get(_file_key(p)) if parsed is not None else None
+        arrays.append(known if known is not None else openface.read_aus(p).to_numpy(np.float32))
     lengths = np.array([len(a) for a in arrays], dtype=np.int64)
     columns = au_columns(manifest)
     features = np.zeros((len(arrays), int(lengths.max()), len(columns)), dtype=np.float32)
@@ -218,7 +215,6 @@ def load_clips(manifest: pd.DataFrame, cache: bool = True, cache_dir: str | os.P
 
 def clips_per_fold_emotion(manifest: pd.DataFrame) -> pd.DataFrame:
     """Fold × emotion clip counts (emotions in display order)."""
-    from aus_lib.ravdess import EMOTIONS
 
     table = pd.crosstab(manifest["fold"], manifest["emotion"]).reindex(columns=list(EMOTIONS), fill_value=0)
     table.loc["total"] = table.sum()

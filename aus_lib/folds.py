@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from aus_lib.ravdess import EMOTIONS, LABELS, parse_name
-from aus_lib.runs import atomic_write_text
+from aus_lib.ravdess import EMOTIONS, LABELS, emotion_name, parse_name
+from aus_lib import dataset
+from aus_lib.runs import atomic_write_csv, atomic_write_text
 
 # The split used in the paper (Luna-Jiménez et al. 2022) for K = 5 on all 24 actors:
 # fold -> test actors.
@@ -172,11 +173,10 @@ def read_fold_list(path: str | Path) -> pd.DataFrame:
         fields = line.split("\t")
         if len(fields) not in (4, 5):
             raise FoldError(f"{path}, line {n}: expected 4 or 5 tab-separated fields, found {len(fields)}.")
-        label = fields[1]
-        if label.isdigit():
-            label = LABELS[int(label)]
-        if label not in LABELS:
-            raise FoldError(f"{path}, line {n}: unknown label {fields[1]!r}; expected one of {list(LABELS)}.")
+        try:
+            label = emotion_name(int(fields[1]) if fields[1].isdigit() else fields[1])
+        except ValueError:
+            raise FoldError(f"{path}, line {n}: unknown label {fields[1]!r}; expected one of {list(LABELS)}.") from None
         clip = Path(fields[3]).stem
         named = parse_name(clip).emotion
         if label != named:
@@ -227,7 +227,6 @@ def make_fold_files(manifest: pd.DataFrame, out_dir: str | Path, kfolds: int, se
     Fold files already in ``out_dir`` for other clips or another split are not replaced
     unless ``overwrite=True``; writing the same split again is harmless.
     """
-    from aus_lib.runs import atomic_write_csv
 
     counts = manifest.groupby("actor").size().to_dict()
     folds = make_folds(counts, kfolds, seed, explicit)
@@ -297,7 +296,6 @@ def load_or_make(folds_dir: str | Path, kfolds: int, aus_dir=None, seed: int = 2
     Fold lists of another K, of a folder other than ``aus_dir``, or a ``folds_dir`` with other
     files and no manifest are errors: training on data the user did not mean is worse than stopping.
     """
-    from aus_lib import dataset
 
     folds_dir = Path(folds_dir)
     path = folds_dir / manifest_name(kfolds)

@@ -19,7 +19,7 @@ import torch
 from aus_lib import dataset, posteriors
 from aus_lib.progress import progress_bar
 from aus_lib.ravdess import LABELS
-from aus_lib.runs import atomic_write_csv
+from aus_lib.runs import Run, atomic_write_csv
 
 PARTITIONS = ("train", "val", "all")
 
@@ -58,7 +58,7 @@ def predict(model: torch.nn.Module, data: dataset.ClipData, batch_size: int = 64
 
 @torch.no_grad()
 def _predict(model, data, batch_size, device, normalization) -> Predictions:
-    from aus_lib.train import apply_normalization
+    from aus_lib.checkpoints import apply_normalization
 
     model = model.to(device).eval()
     order = np.argsort(data.lengths, kind="stable")
@@ -93,7 +93,7 @@ def member_paths(fold_dir: str | os.PathLike) -> list[Path]:
 
 def fold_models(fold_dir: str | os.PathLike, device: str | torch.device = "cpu") -> list[tuple[torch.nn.Module, dict]]:
     """(model, checkpoint) of each model a fold predicts with: one, or its ensemble's members."""
-    from aus_lib.train import load_checkpoint
+    from aus_lib.checkpoints import load_checkpoint
 
     return [load_checkpoint(path, device) for path in member_paths(fold_dir)]
 
@@ -137,23 +137,18 @@ def partition_index(manifest: pd.DataFrame, k: int, partition: str) -> np.ndarra
 
 def run_info(run_dir: str | os.PathLike) -> tuple[dict, pd.DataFrame]:
     """The params and the clip manifest (with folds) a run was trained on."""
-    run_dir = Path(run_dir)
-    for name in ("config.json", "inputs.csv"):
-        if not (run_dir / name).is_file():
-            raise FileNotFoundError(f"{run_dir / name} is missing: {run_dir} is not a finished 02_train_cv run.")
-    return json.loads((run_dir / "config.json").read_text()), pd.read_csv(run_dir / "inputs.csv")
+    return Run(run_dir).read()
 
 
 def actor_normalized(run_dir: Path, params: dict, data: dataset.ClipData) -> dataset.ClipData:
     """``data`` (raw clips of the run) with the run's actor normalization, using the per-actor
     statistics saved at training time, so inference sees exactly what training saw."""
     from aus_lib import normalize
-    from aus_lib.train import ACTOR_STATS_FILE
 
     kind = params.get("actor_normalization")
     if kind is None:
         return data
-    stats_file = run_dir / ACTOR_STATS_FILE
+    stats_file = run_dir / normalize.ACTOR_STATS_FILE
     if not stats_file.is_file():
         raise FileNotFoundError(f"{stats_file} is missing: the run was trained with actor_normalization={kind!r} "
                                 "and its per-actor statistics are needed to reproduce its inputs.")
@@ -167,7 +162,7 @@ def check_checkpoint(checkpoint: dict, path: Path, k: int, params: dict, test_ac
                      fingerprint: str | None) -> None:
     """Refuse a checkpoint of another fold, configuration or data than fold ``k`` of this run
     (``fingerprint`` None: the run's data is not at hand, as when scoring new clips)."""
-    from aus_lib.train import RESUMABLE_CHANGES, CheckpointError
+    from aus_lib.checkpoints import RESUMABLE_CHANGES, CheckpointError
 
     problems = []
     if checkpoint.get("fold") != k:
@@ -197,14 +192,14 @@ def extract_posteriors(run_dir: str | os.PathLike, partition: str = "val", out_d
     Files go to ``out_dir`` (default ``run_dir/posteriors``); the long table (clip, fold,
     partition, label, prediction, p_<emotion>) is saved there as ``posteriors_long_<partition>.csv``.
     """
-    from aus_lib.train import data_fingerprint
+    from aus_lib.checkpoints import data_fingerprint
 
     run_dir = Path(run_dir)
     params, manifest = run_info(run_dir)
     k_run = int(manifest["fold"].max())
     if kfolds is not None and kfolds != k_run:
         raise ValueError(f"kfolds={kfolds} but {run_dir} was trained with {k_run} folds.")
-    out_dir = Path(out_dir) if out_dir is not None else run_dir / "posteriors"
+    out_dir = Path(out_dir) if out_dir is not None else Run(run_dir).posteriors
     data = data if data is not None else dataset.load_clips(manifest, progress=progress)
     data = actor_normalized(run_dir, params, data)
     fingerprint = data_fingerprint(data)  # of the inputs as training saw them (normalized)

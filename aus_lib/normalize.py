@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 KINDS = (None, "zscore", "robust")
+ACTOR_STATS_FILE = "actor_normalization.json"  # a run's per-actor statistics, in its folder
 
 
 class NormalizationError(ValueError):

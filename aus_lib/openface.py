@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 import os
-import tempfile
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ import pandas as pd
 from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
 from aus_lib.progress import progress_bar
+from aus_lib.runs import atomic_path
 
 AU_INTENSITY = (
     "AU01_r", "AU02_r", "AU04_r", "AU05_r", "AU06_r", "AU07_r", "AU09_r", "AU10_r", "AU12_r",
@@ -375,18 +375,6 @@ def _pyfeat_aus(table: _Table, strict: bool) -> tuple[pd.DataFrame, dict]:
     return pd.DataFrame(values, columns=list(PYFEAT_AU_COLUMNS)), info
 
 
-def _atomic_write(df: pd.DataFrame, path: Path) -> None:
-    """Write through a temp file in the same folder so readers never see a half-written file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            df.to_csv(handle, sep=PROCESSED_SEP, index=False, lineterminator="\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _exists_error(paths: list[Path]) -> AUFileError:
     shown = ", ".join(str(p) for p in paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
     return AUFileError(f"refusing to overwrite existing file(s) {shown}; delete them or pass overwrite=True.")
@@ -410,7 +398,8 @@ def write_aus(df: pd.DataFrame, path: PathLike, overwrite: bool = False) -> Path
     if path.exists() and not overwrite:
         raise _exists_error([path])
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(aus, path)
+    with atomic_path(path) as tmp:
+        aus.to_csv(tmp, sep=PROCESSED_SEP, index=False, lineterminator="\n")
     return path
 
 
@@ -542,7 +531,8 @@ def convert_folder(
         kept = _apply_policy(table, rows, policy, min_confidence)
         aus = kept.loc[:, list(AU_COLUMNS)]
         aus = _check_values(table, aus, strict)
-        fix = "Use policy='keep_all' or a lower min_confidence." if len(kept) < len(rows) else "Remove the clip from raw_dir, or pass min_frames=1 for single images."
+        fix = ("Use policy='keep_all' or a lower min_confidence." if len(kept) < len(rows)
+               else "Remove the clip from raw_dir, or pass min_frames=1 for single images.")
         _check_length(table, len(aus), min_frames, fix)
         converted.append(aus)
         records.append({

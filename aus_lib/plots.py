@@ -1,5 +1,9 @@
 """Every figure of the project, with one palette and one look.
 
+Heatmaps (confusion matrices, fold x emotion counts, AU importance) and histograms are drawn
+with seaborn; the attention figures, learning curves and bars with matplotlib directly, where
+their layout needs it. Both draw on this module's figures, palette and rcParams.
+
 Figure policy
 -------------
 * Each builder returns a :class:`PlotFigure` (a plain :class:`matplotlib.figure.Figure`
@@ -23,7 +27,6 @@ from __future__ import annotations
 import io
 import math
 import os
-import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -34,8 +37,9 @@ from cycler import cycler
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from .openface import AU_COLUMNS
-from .ravdess import EMOTIONS, LABELS
+from aus_lib.openface import AU_COLUMNS
+from aus_lib.ravdess import EMOTIONS, emotion_name
+from aus_lib.runs import atomic_path
 
 DPI = 110
 FPS = 30  # RAVDESS videos are 30 frames per second.
@@ -113,20 +117,6 @@ def apply_style() -> None:
 
 # ---------------------------------------------------------------------------- emotions
 
-def emotion_name(label: str | int) -> str:
-    """An emotion name from a name (any case) or an index into ``ravdess.LABELS``."""
-    if isinstance(label, (int, np.integer)) and not isinstance(label, bool):
-        if not 0 <= int(label) < len(LABELS):
-            raise ValueError(f"emotion index {label} is out of range: indices follow ravdess.LABELS "
-                             f"(0..{len(LABELS) - 1}: {', '.join(LABELS)}).")
-        return LABELS[int(label)]
-    name = str(label).strip().lower()
-    if name not in EMOTION_COLORS:
-        raise ValueError(f"unknown emotion {label!r}: expected one of {', '.join(EMOTIONS)} "
-                         "(or an index into ravdess.LABELS).")
-    return name
-
-
 def emotion_order(labels: Iterable[str | int]) -> list[str]:
     """The distinct emotions among ``labels`` as names, in display order (``ravdess.EMOTIONS``)."""
     present = {emotion_name(label) for label in labels}
@@ -162,14 +152,8 @@ def save(fig: Figure, path: str | os.PathLike, dpi: int = DPI) -> Path:
     target = Path(path)
     if target.suffix.lower() != ".png":
         raise ValueError(f"{str(path)!r}: figures are saved as PNG; give a path ending in .png.")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Same folder as the target, so os.replace is a rename on one file system.
-    tmp = target.with_name(f".{target.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.png")
-    try:
+    with atomic_path(target) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
     return target
 
 
@@ -214,14 +198,16 @@ def _as_percent(values: np.ndarray) -> np.ndarray:
     return values * 100 if finite.size and finite.max() <= 1.0 else values
 
 
-def _annotate_cells(ax: Axes, image, values: np.ndarray, texts: np.ndarray, fontsize: float = 9) -> None:
-    """Write ``texts`` on an imshow heatmap, black or white depending on the cell colour."""
-    for (i, j), value in np.ndenumerate(values):
-        if not np.isfinite(value):
-            continue
-        r, g, b, _ = image.cmap(image.norm(value))
-        colour = "black" if 0.299 * r + 0.587 * g + 0.114 * b > 0.5 else "white"
-        ax.text(j, i, texts[i, j], ha="center", va="center", color=colour, fontsize=fontsize)
+def _heatmap(ax: Axes, values: np.ndarray, xlabels: Sequence[str], ylabels: Sequence[str], *, cmap, vmin: float,
+             vmax: float, bar: dict, texts: np.ndarray | None = None) -> None:
+    """A seaborn heatmap of ``values`` (cell (i, j) centred at (j + 0.5, i + 0.5)), ``texts`` written in the
+    cells in black or white by the cell's colour, framed, with a colour bar (``bar``: its keywords)."""
+    import seaborn  # deferred, as in frames_histogram: seaborn imports pyplot, which this module never needs
+    seaborn.heatmap(values, ax=ax, cmap=cmap, vmin=vmin, vmax=vmax, xticklabels=list(xlabels),
+                    yticklabels=list(ylabels), annot=texts if texts is not None else False, fmt="",
+                    annot_kws={"fontsize": 9}, cbar_kws=bar)
+    ax.tick_params(axis="y", rotation=0)
+    _heatmap_axes(ax)
 
 
 def _heatmap_axes(ax: Axes) -> None:
@@ -387,15 +373,12 @@ def confusion_matrix(cm: pd.DataFrame, title: str, normalize: bool = False,
 
     fig = _new_figure(title, (7.2, 6.0))
     ax = fig.subplots()
-    image = ax.imshow(values, cmap=SEQUENCE_CMAP, vmin=0, vmax=vmax)
-    _heatmap_axes(ax)
-    _annotate_cells(ax, image, values, texts)
-    ax.set_xticks(range(len(order)), labels=order, rotation=35, ha="right", rotation_mode="anchor")
-    ax.set_yticks(range(len(order)), labels=order)
+    _heatmap(ax, values, order, order, cmap=SEQUENCE_CMAP, vmin=0, vmax=vmax, texts=texts,
+             bar={"label": bar_label, "shrink": 0.85})
+    ax.set_xticklabels(order, rotation=35, ha="right", rotation_mode="anchor")
     ax.set(xlabel="Predicted emotion", ylabel="True emotion")
     if integer and raw.sum() > 0:  # accuracy only means something on clip counts
         ax.set_title(f"n = {raw.sum():.0f} clips, accuracy {np.trace(raw) / raw.sum():.1%}", fontsize=10)
-    fig.colorbar(image, ax=ax, label=bar_label, shrink=0.85)
     return _finish(fig, path)
 
 
@@ -542,16 +525,14 @@ def au_importance(importance: pd.DataFrame, title: str, path: str | os.PathLike 
 
     fig = _new_figure(title, (max(7.0, 0.3 * rows.shape[1] + 3.0), 0.45 * rows.shape[0] + 2.4))
     ax = fig.subplots()
-    image = ax.imshow(values, aspect="auto", cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
-    _heatmap_axes(ax)
-    ax.set_xticks(range(rows.shape[1]), labels=[str(c) for c in rows.columns], rotation=90, fontsize=8)
-    ax.set_yticks(range(rows.shape[0]), labels=list(rows.index))
+    _heatmap(ax, values, [str(c) for c in rows.columns], list(rows.index), cmap=cmap, vmin=vmin, vmax=vmax,
+             bar={"label": "Importance", "shrink": 0.9})
+    ax.tick_params(axis="x", labelsize=8, rotation=90)
     suffixes = [str(c)[-2:] for c in rows.columns]
     for j in range(1, len(suffixes)):
         if suffixes[j] != suffixes[j - 1] and {suffixes[j], suffixes[j - 1]} == {"_r", "_c"}:
-            ax.axvline(j - 0.5, color="black", linewidth=1.5)  # intensities | presence
+            ax.axvline(j, color="black", linewidth=1.5)  # intensities | presence
     ax.set(xlabel="Action Unit", ylabel="Emotion")
-    fig.colorbar(image, ax=ax, label="Importance", shrink=0.9)
     return _finish(fig, path)
 
 
@@ -612,13 +593,9 @@ def fold_emotion_counts(counts: pd.DataFrame, title: str, path: str | os.PathLik
                    for f, total in zip(table.index, values.sum(axis=1))]
     fig = _new_figure(title, (8.5, 0.5 * len(table) + 2.6))
     ax = fig.subplots()
-    image = ax.imshow(values, aspect="auto", cmap=SEQUENCE_CMAP, vmin=0, vmax=max(values.max(), 1.0))
-    _heatmap_axes(ax)
-    _annotate_cells(ax, image, values, np.vectorize(lambda v: f"{v:.0f}")(values))
-    ax.set_xticks(range(table.shape[1]), labels=list(table.columns))
-    ax.set_yticks(range(table.shape[0]), labels=fold_labels)
+    _heatmap(ax, values, list(table.columns), fold_labels, cmap=SEQUENCE_CMAP, vmin=0, vmax=max(values.max(), 1.0),
+             texts=np.vectorize(lambda v: f"{v:.0f}")(values), bar={"label": "Clips"})
     ax.set(xlabel="Emotion", ylabel="Fold")
-    fig.colorbar(image, ax=ax, label="Clips")
     return _finish(fig, path)
 
 
@@ -637,10 +614,13 @@ def frames_histogram(lengths: pd.Series | np.ndarray, title: str, path: str | os
     width = max(1.0, math.ceil(max(auto_width, np.ptp(values) / 60)))
     edges = np.arange(np.floor(values.min()) - 0.5, values.max() + width, width)
 
+    import seaborn  # deferred: seaborn imports pyplot, which this module never needs
+
     fig = _new_figure(title, (8.5, 4.6))
     ax = fig.subplots()
     if by is None:
-        ax.hist(values, bins=edges, color=SERIES_COLORS["bar"], edgecolor="white", linewidth=0.5, zorder=2)
+        seaborn.histplot(x=values, bins=edges, color=SERIES_COLORS["bar"], edgecolor="white", linewidth=0.5,
+                         alpha=1.0, ax=ax, zorder=2)
     else:
         groups = np.asarray(by, dtype=object).ravel()
         if groups.size != values.size:
@@ -653,8 +633,8 @@ def frames_histogram(lengths: pd.Series | np.ndarray, title: str, path: str | os
             order = sorted(set(groups), key=str)
             colours = [OKABE_ITO[i % len(OKABE_ITO)] for i in range(len(order))]
         for group, colour in zip(order, colours):
-            ax.hist(values[names == group], bins=edges, histtype="step", linewidth=1.8, color=colour,
-                    label=str(group), zorder=2)
+            seaborn.histplot(x=values[names == group], bins=edges, element="step", fill=False, linewidth=1.8,
+                             color=colour, label=str(group), ax=ax, zorder=2)
         ax.legend(title=getattr(by, "name", None), loc="center left", bbox_to_anchor=(1.01, 0.5))
     median = float(np.median(values))
     ax.axvline(median, color=SERIES_COLORS["best"], linestyle=":", linewidth=1.4, zorder=3)

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from aus_lib.ravdess import LABELS, clip_stem
+from aus_lib.ravdess import LABELS, clip_stem, emotion_name
 from aus_lib.runs import atomic_path
 
 MAIN_COLUMNS = ("tag", "y", "y_hat", "posteriors", "attentions")
@@ -59,18 +59,6 @@ def side_file_path(main: str | os.PathLike, kind: str) -> Path:
 
 
 # --- writing -----------------------------------------------------------------------------------
-
-def _label_name(value, what: str, i: int) -> str:
-    """An emotion name from a name or a LABELS index."""
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        if not 0 <= int(value) < len(LABELS):
-            raise ValueError(f"{what}[{i}] = {value}: label indices run 0..{len(LABELS) - 1} (LABELS order).")
-        return LABELS[int(value)]
-    name = str(value)
-    if name not in LABELS:
-        raise ValueError(f"{what}[{i}] = {value!r} is not an emotion; use one of {', '.join(LABELS)} or their indices.")
-    return name
-
 
 def format_list(values: np.ndarray) -> str:
     """A Python list literal with full float precision (``repr`` of each value as a float64).
@@ -124,7 +112,7 @@ def write_posteriors(out_dir: str | os.PathLike, name: str, partition: str, k: i
         file_tag = clip_stem(tag) + ".csv"
         post = format_list(_checked_vector(logits[i], f"logits[{i}] ({file_tag})", len(LABELS)))
         att = _checked_vector(attentions[i], f"attentions[{i}] ({file_tag})")
-        rows.append((file_tag, _label_name(y[i], "y", i), _label_name(y_hat[i], "y_hat", i), post, format_list(att)))
+        rows.append((file_tag, emotion_name(y[i], f"y[{i}]"), emotion_name(y_hat[i], f"y_hat[{i}]"), post, format_list(att)))
 
     out_dir = Path(out_dir)
     main = out_dir / posterior_file_name(name, partition, k, K, desc)

@@ -6,8 +6,11 @@ modality, vocal channel, emotion, intensity, statement, repetition, actor.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 # Emotion codes 01..08 as RAVDESS defines them.
 EMOTION_BY_CODE = {
@@ -21,6 +24,7 @@ LABELS = tuple(sorted(EMOTION_BY_CODE.values()))  # angry, calm, disgust, fear, 
 LABEL_INDEX = {name: i for i, name in enumerate(LABELS)}
 # The order people read emotions in (RAVDESS code order), for tables and figures.
 EMOTIONS = tuple(EMOTION_BY_CODE[c] for c in sorted(EMOTION_BY_CODE))
+CODE_BY_EMOTION = {name: code for code, name in EMOTION_BY_CODE.items()}
 
 MODALITY = {1: "full-AV", 2: "video-only", 3: "audio-only"}
 VOCAL_CHANNEL = {1: "speech", 2: "song"}
@@ -120,5 +124,25 @@ def parse_name(name: str | Path) -> ClipName:
 def make_name(emotion: str | int, intensity: int, statement: int, repetition: int, actor: int,
               modality: int = 1, vocal_channel: int = 1) -> str:
     """Compose a clip stem; ``emotion`` is a name or a RAVDESS code."""
-    code = emotion if isinstance(emotion, int) else {v: k for k, v in EMOTION_BY_CODE.items()}[emotion]
+    code = emotion if isinstance(emotion, int) else CODE_BY_EMOTION[emotion]
     return "-".join(f"{v:02d}" for v in (modality, vocal_channel, code, intensity, statement, repetition, actor))
+
+
+def emotion_name(label: str | int, what: str = "label") -> str:
+    """The emotion name of ``label``: a name (any case) or an index into :data:`LABELS` (the saved files' order).
+    ``what`` names the value in the error message."""
+    if isinstance(label, (int, np.integer)) and not isinstance(label, bool):
+        if not 0 <= int(label) < len(LABELS):
+            raise ValueError(f"{what} = {label}: emotion index out of range; indices follow ravdess.LABELS "
+                             f"(0..{len(LABELS) - 1}: {', '.join(LABELS)}).")
+        return LABELS[int(label)]
+    name = str(label).strip().lower()
+    if name not in LABEL_INDEX:
+        raise ValueError(f"{what} = {label!r}: unknown emotion {label!r}; expected one of {', '.join(EMOTIONS)} "
+                         "or an index into ravdess.LABELS.")
+    return name
+
+
+def emotion_names(labels: Iterable, what: str = "labels") -> np.ndarray:
+    """:func:`emotion_name` of every label, as an object array; errors name the position (``labels[3]``)."""
+    return np.array([emotion_name(v, f"{what}[{i}]") for i, v in enumerate(labels)], dtype=object)

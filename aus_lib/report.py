@@ -6,7 +6,6 @@ to its checkpoint (``fold_<k>/``); run-level ones to ``<run>/analysis/``.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ import pandas as pd
 from aus_lib import analysis, baselines, dataset, folds, plots, posteriors
 from aus_lib.openface import AU_COLUMNS
 from aus_lib.ravdess import EMOTIONS
+from aus_lib.runs import Run, atomic_write_csv
 
 # Static baselines of the paper's Table 2, plus two common references.
 STATIC_BASELINES = {
@@ -50,16 +50,15 @@ def load_posteriors(run_dir: str | os.PathLike | None = None, posteriors_dir: st
     if run_dir is None and posteriors_dir is None:
         raise ValueError("Give run_dir (a 02_train_cv run) or posteriors_dir (a folder of posterior files).")
     run = Path(run_dir) if run_dir is not None else None
-    folder = Path(posteriors_dir) if posteriors_dir is not None else run / "posteriors"
+    folder = Path(posteriors_dir) if posteriors_dir is not None else Run(run).posteriors
     if posteriors_dir is None and not posteriors.find_posterior_files_or_none(folder, partition):
         raise FileNotFoundError(f"{run} has no '{partition}' posteriors yet: run 03_extract_posteriors with "
                                 f"-p run_dir {run} first (or pass posteriors_dir).")
     tables = posteriors.read_run(folder, partition)
     long = posteriors.to_long_table(tables, partition=partition)
     params = manifest = None
-    if run is not None and (run / "config.json").is_file():
-        params = json.loads((run / "config.json").read_text())
-        manifest = pd.read_csv(run / "inputs.csv")
+    if run is not None and Run(run).config_file.is_file():
+        params, manifest = Run(run).read()
     return RunPosteriors(folder, partition, tables, long, run, params, manifest)
 
 
@@ -67,14 +66,14 @@ def newest_run_with_posteriors(runs_dir: str | os.PathLike, partition: str = "va
     """The most recently written run in ``runs_dir`` that has ``partition`` posteriors: the
     ``latest`` pointer names the newest run of 02, which may not have been through 03 yet."""
     runs_dir = Path(runs_dir)
-    candidates = sorted((p for p in runs_dir.iterdir() if (p / "config.json").is_file()),
-                        key=lambda p: (p / "config.json").stat().st_mtime, reverse=True) if runs_dir.is_dir() else []
+    candidates = sorted((Run(p) for p in runs_dir.iterdir() if Run(p).config_file.is_file()),
+                        key=lambda run: run.config_file.stat().st_mtime, reverse=True) if runs_dir.is_dir() else []
     for run in candidates:
-        if posteriors.find_posterior_files_or_none(run / "posteriors", partition):
-            return run
+        if posteriors.find_posterior_files_or_none(run.posteriors, partition):
+            return run.dir
     if candidates:
         raise FileNotFoundError(f"No run in {runs_dir} has '{partition}' posteriors yet: run 03_extract_posteriors "
-                                f"with -p run_dir {candidates[0]} first.")
+                                f"with -p run_dir {candidates[0].dir} first.")
     raise FileNotFoundError(f"No run in {runs_dir} yet: run 02_train_cv, then 03_extract_posteriors.")
 
 
@@ -85,21 +84,20 @@ def clip_figure(item: dict):
 
 
 def analysis_dir(post: RunPosteriors) -> Path:
-    out = (post.run_dir or post.folder) / "analysis"
+    out = Run(post.run_dir or post.folder).analysis
     out.mkdir(parents=True, exist_ok=True)
     return out
 
 
 def confusion_figures(post: RunPosteriors) -> dict[str, Path]:
     """Raw and row-normalized confusion matrices, per fold and summed over folds, as CSV and PNG."""
-    from aus_lib.runs import atomic_write_csv
 
     out = analysis_dir(post)
     written = {}
     for normalize in (None, "true"):
         kind = "normalized" if normalize else "raw"
         for k, cm in analysis.confusion_by_fold(post.long, post.partition, normalize).items():
-            folder = out if k == "all" or post.run_dir is None else post.run_dir / f"fold_{k}"
+            folder = out if k == "all" or post.run_dir is None else Run(post.run_dir).fold_dir(k)
             stem = f"confusion_{post.partition}_{kind}" + ("_all_folds" if k == "all" else "")
             title = (f"{'All folds' if k == 'all' else f'Fold {k}'}: confusion matrix ({post.partition}"
                      f"{', row-normalized' if normalize else ''})")
@@ -222,7 +220,7 @@ def attention_figures(post: RunPosteriors, data: dataset.ClipData, per_emotion: 
     everything = attention_items(post, data)
     groups = {k: [it for it in everything if it["fold"] == k] for k in sorted(post.tables)}
     for k, items in groups.items():
-        folder = (post.run_dir / f"fold_{k}") if post.run_dir is not None else analysis_dir(post) / f"fold_{k}"
+        folder = Run(post.run_dir).fold_dir(k) if post.run_dir is not None else analysis_dir(post) / f"fold_{k}"
         first = pick_examples(items, 1)[0]
         verdict = "correct" if first["true"] == first["pred"] else "misclassified"
         path = folder / f"attention_clip_{first['clip']}.png"
@@ -239,7 +237,6 @@ def attention_figures(post: RunPosteriors, data: dataset.ClipData, per_emotion: 
 
 
 def _summaries(items: list[dict], folder: Path, label: str, key: str) -> dict[str, Path]:
-    from aus_lib.runs import atomic_write_csv
 
     atts = [it["attention"] for it in items]
     labels = [it["true"] for it in items]

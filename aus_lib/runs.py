@@ -15,8 +15,12 @@ import io
 import json
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 RUN_MARKER = "run.json"       # written when a run directory is created
 DONE_MARKER = "DONE"          # written when a run has finished all its folds
@@ -226,3 +230,51 @@ def latest_run(out_dir: str | os.PathLike) -> Path:
     if not run_dir.is_dir():
         raise FileNotFoundError(f"{pointer} names {run_dir}, which does not exist.")
     return run_dir
+
+
+@dataclass(frozen=True)
+class Run:
+    """The files of one training run's folder (``outputs/runs/<name>/``), each named here once."""
+
+    dir: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dir", Path(self.dir))
+
+    @classmethod
+    def find(cls, path: str | os.PathLike) -> Run:
+        """The run at ``path``, or the newest one of a folder of runs (its ``latest`` pointer)."""
+        run = cls(path)
+        return run if run.config_file.is_file() else cls(latest_run(path))
+
+    @property
+    def config_file(self) -> Path:
+        return self.dir / "config.json"
+
+    @property
+    def inputs_file(self) -> Path:
+        """The clip manifest with its folds, as trained."""
+        return self.dir / "inputs.csv"
+
+    @property
+    def posteriors(self) -> Path:
+        return self.dir / "posteriors"
+
+    @property
+    def analysis(self) -> Path:
+        return self.dir / "analysis"
+
+    def fold_dir(self, k: int) -> Path:
+        return self.dir / f"fold_{k}"
+
+    def checkpoint(self, k: int) -> Path:
+        return self.fold_dir(k) / "checkpoint.pt"
+
+    def read(self) -> tuple[dict, pd.DataFrame]:
+        """The params and the clip manifest (with folds) the run was trained on."""
+        import pandas  # deferred: writing run files needs no pandas
+
+        for path in (self.config_file, self.inputs_file):
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} is missing: {self.dir} is not a finished 02_train_cv run.")
+        return json.loads(self.config_file.read_text()), pandas.read_csv(self.inputs_file)

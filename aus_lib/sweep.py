@@ -2,7 +2,7 @@
 
 A trial never sees an outer test fold: for each outer fold k it loads only the clips of fold
 k's training actors, holds out inner validation actors among them (``selection="inner"``,
-:func:`aus_lib.train.split_fold`), trains, and scores the epoch early stopping keeps by its
+:func:`aus_lib.fold.split_fold`), trains, and scores the epoch early stopping keeps by its
 inner-validation weighted F1. The trial's value is the mean of that score over the outer folds;
 after every epoch the mean so far is reported, so the median pruner stops bad trials early. Once
 the study holds its trials, the best configuration is trained once with the normal
@@ -34,7 +34,7 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from aus_lib import engine, folds, plots, runs, train
+from aus_lib import fold, folds, plots, runs, schedule, train
 from aus_lib.config import Config, ConfigError, build_config, read_params_file, with_values
 from aus_lib.dataset import ClipData, load_clips
 from aus_lib.paths import OUTPUTS, resolve
@@ -142,7 +142,7 @@ def trial_params(base_params: Mapping, values: Mapping, where: str = "<sweep>") 
 
 # --- the nested objective -----------------------------------------------------------------------------
 
-class InnerRun(train.FoldRun):
+class InnerRun(fold.FoldRun):
     """A fold trained on an outer fold's training actors only: finishing it keeps the best epoch's
     validation scores and evaluates nothing else (there is no test set to evaluate)."""
 
@@ -151,9 +151,9 @@ class InnerRun(train.FoldRun):
         best = self.stopper.best_epoch
         return next((r for r in self.history if r["epoch"] == best), self.history[-1])
 
-    def finish(self) -> train.FoldResult:
+    def finish(self) -> fold.FoldResult:
         row = self.kept_row()
-        return train.FoldResult(self.k, pd.DataFrame(self.history, columns=list(train.HISTORY_COLUMNS)),
+        return fold.FoldResult(self.k, pd.DataFrame(self.history, columns=list(fold.HISTORY_COLUMNS)),
                                 {"fold": self.k, "best_epoch": int(row["epoch"]), "epochs_run": len(self.history),
                                  "val_f1": float(row["val_f1"]), "val_accuracy": float(row["val_accuracy"])})
 
@@ -172,15 +172,15 @@ class NestedObjective:
         self.base = build_config(trial_params(self.base_params, {}, where), where)
         self._data: dict[int, ClipData] = {}
 
-    def fold_data(self, k: int, cfg: Config) -> tuple[ClipData, train.FoldSplit]:
+    def fold_data(self, k: int, cfg: Config) -> tuple[ClipData, fold.FoldSplit]:
         """Outer fold k's training clips (never its test clips) and their inner train/validation split."""
-        split = train.split_fold(self.manifest, k, cfg)
+        split = fold.split_fold(self.manifest, k, cfg)
         seen = np.sort(np.concatenate([split.train, split.val]))
         if np.isin(seen, split.test).any():
             raise RuntimeError(f"Outer fold {k}: the inner split reaches into the test fold.")
         if k not in self._data:
             self._data[k] = load_clips(self.manifest.iloc[seen], progress=False)
-        return self._data[k], train.FoldSplit(np.searchsorted(seen, split.train), np.searchsorted(seen, split.val),
+        return self._data[k], fold.FoldSplit(np.searchsorted(seen, split.train), np.searchsorted(seen, split.val),
                                               np.array([], dtype=np.int64))
 
     def config(self, trial: optuna.Trial) -> Config:
@@ -190,10 +190,10 @@ class NestedObjective:
     def __call__(self, trial: optuna.Trial) -> float:
         trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": os.getpid()})
         cfg = self.config(trial)
-        device = train.resolve_device(cfg.device)
+        device = fold.resolve_device(cfg.device)
         outer = sorted(folds.folds_from_manifest(self.manifest))
         with tempfile.TemporaryDirectory(prefix=f"aus-sweep-trial{trial.number}-") as scratch, \
-                train.torch_settings(cfg):
+                schedule.torch_settings(cfg):
             inner = []
             for k in outer:
                 data, split = self.fold_data(k, cfg)
@@ -201,7 +201,7 @@ class NestedObjective:
                                       resume=False))
             reporter = _EpochReporter(trial, inner)
             # CPU: the folds side by side (one thread each); elsewhere one after another, epoch by epoch.
-            results = engine.train_interleaved(inner, workers=None if device.type == "cpu" else 1,
+            results = schedule.train_interleaved(inner, workers=None if device.type == "cpu" else 1,
                                                on_epoch_end=reporter)
         trial.set_user_attr("fold_val_f1", {str(r.fold): r.metrics["val_f1"] for r in results})
         trial.set_user_attr("fold_best_epoch", {str(r.fold): r.metrics["best_epoch"] for r in results})

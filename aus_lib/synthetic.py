@@ -7,7 +7,7 @@ presence columns and a few lost-tracking frames. The statistics were calibrated 
 clips of actors 1-2 (:func:`compare_to_real` shows how close they are).
 
 The task is made about as hard as real RAVDESS for a classifier that averages each clip (see
-:func:`static_baseline_accuracy`), while the *timing* carries what an average loses: every emotion
+``bench/calibrate_synthetic.py``), while the *timing* carries what an average loses: every emotion
 has its own onset speed, apex position and dynamics, and the expression envelope is normalised to
 the same clip mean, so calm and neutral, or fear and surprise, whose averages nearly coincide,
 differ in their time course (speech rhythm, blink shape, a fast early surprise against a slow
@@ -30,7 +30,6 @@ import numpy as np
 import pandas as pd
 
 from aus_lib import paths
-from aus_lib.folds import PAPER_FOLDS
 from aus_lib.openface import AU_COLUMNS, AU_INTENSITY, AU_PRESENCE, PROCESSED_SEP, read_aus
 from aus_lib.ravdess import EMOTIONS, N_ACTORS, ClipName, make_name, parse_name
 from aus_lib.runs import atomic_path
@@ -394,7 +393,6 @@ def _raw_text(frame: pd.DataFrame, lost: np.ndarray, name: str, seed: int) -> st
 def _write(path: Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
-        tmp.chmod(0o644)  # the temporary file is created private (0600); data files are for everyone to read
 
 
 def _marker(out_dir: Path) -> dict | None:
@@ -560,52 +558,3 @@ def plot_real_vs_synthetic(real_dir: str | os.PathLike, synthetic_dir: str | os.
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format="png", dpi=100)
     return fig
-
-
-# ----------------------------------------------------------------------------------------------
-# How hard the data is for a classifier that only sees clip averages
-
-STATIC_MODELS = ("svc", "mlp")
-
-
-def _static_model(model: str):
-    from sklearn.neural_network import MLPClassifier
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import MinMaxScaler, StandardScaler
-    from sklearn.svm import SVC
-
-    if model == "svc":
-        return make_pipeline(MinMaxScaler(), SVC(C=1.0))
-    if model == "mlp":
-        # Early stopping keeps it to seconds; on the full set it scores within ~2 points of training to convergence.
-        return make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(80,), early_stopping=True,
-                                                             max_iter=500, random_state=0))
-    raise SyntheticDataError(f"model={model!r} is not known; use one of {', '.join(STATIC_MODELS)}.")
-
-
-def static_baseline_accuracy(data_dir: str | os.PathLike, model: str = "svc") -> float:
-    """Accuracy of a static classifier on per-clip AU averages (35 means), actor-disjoint 5-fold CV.
-
-    Folds are the paper's (fold 1 tests actors 2, 5, 14, 15, 16, ...), restricted to the actors
-    present; ``model`` is ``"svc"`` (MinMaxScaler + SVC C=1) or ``"mlp"`` (StandardScaler + one hidden
-    layer of 80, Adam with early stopping).
-    Returns the pooled accuracy over all test clips.
-    """
-    _static_model(model)  # reject unknown names before reading anything
-    table = clip_means(data_dir)
-    features = table[list(AU_COLUMNS)].to_numpy()
-    labels = table["label"].to_numpy()
-    present = set(table["actor"])
-    folds = [tuple(a for a in members if a in present) for members in PAPER_FOLDS.values()]
-    folds = [f for f in folds if f]
-    if len(folds) < 2:
-        raise SyntheticDataError(
-            f"{data_dir}: actors {sorted(present)} fall into fewer than 2 of the paper's folds; "
-            "an actor-disjoint estimate needs actors from at least two folds (e.g. actors 1 and 2).")
-    correct = 0
-    for members in folds:
-        test = table["actor"].isin(members).to_numpy()
-        clf = _static_model(model).fit(features[~test], labels[~test])
-        correct += int((clf.predict(features[test]) == labels[test]).sum())
-    return correct / len(table)
-

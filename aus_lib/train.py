@@ -1,679 +1,47 @@
-"""Subject-wise K-fold training of ``Sequence1Modal``: the original ``run.py train RAVDESS_AUs.json --kfolds 5``.
+"""Subject-wise K-fold cross-validation of ``Sequence1Modal``: the original ``run.py train RAVDESS_AUs.json --kfolds 5``.
 
-One fold: class-weighted cross-entropy, Adam, gradient-norm clipping, random mini-batches cut
-from the cached padded tensors, validation after every epoch, early stopping on weighted F1,
-the best epoch's weights kept. Everything a fold needs to continue after an interruption is
-saved at the end of every epoch (``fold_<k>/state.pt``), and every random draw of an epoch is
-seeded from ``(seed, fold, epoch)`` (its own generators, never the global RNG), so a resumed fold
-ends exactly where an uninterrupted one would, and a fold's result does not depend on which
-folds ran before it, or beside it.
-
-Execution (``cfg.engine``): ``"plain"`` trains the folds one after the other with the packed
-model; ``"batched"`` (the default) trains them together with the masked model
-(:mod:`aus_lib.engine`), computing for each fold what training it alone computes.
-
-Model selection (``cfg.selection``):
-
-* ``"test_fold"`` (the original): the test fold is also the validation set, so early stopping
-  and the checkpoint are chosen on it and the reported scores are optimistic;
-* ``"inner"``: ``cfg.inner_val_actors`` whole actors of the training part are held out for
-  early stopping and the checkpoint; the test fold is evaluated once, with the best checkpoint.
+:func:`train_cv` checks that the run can start (or resume), splits the folds, hands them to
+:func:`aus_lib.schedule.run_folds` (which runs :meth:`aus_lib.fold.FoldRun.run_epoch`, the epoch
+loop) and writes the CV table. ``cfg.final_fit`` completes the nested protocol: ``"refit"``
+trains each fold again on all its training actors for the epoch count its inner validation
+chose; ``"ensemble"`` averages the test posteriors of ``cfg.ensemble_size`` inner-validated
+members.
 """
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import functools
 import hashlib
 import json
 import os
 import platform
 import sys
-import threading
-import time
-import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from aus_lib import analysis, normalize, plots, runs
-from aus_lib.config import Config, build_config
-from aus_lib.dataset import ClipData, au_columns, load_clips
+from aus_lib.checkpoints import RESUMABLE_CHANGES, data_fingerprint, differences, load_checkpoint
+from aus_lib.config import Config
+from aus_lib.dataset import ClipData, au_columns, describe_data, load_clips
+from aus_lib.fold import (METRICS, EpochHook, FoldJob, FoldResult, FoldSplit, TrainError, actors_of, class_weights,
+                          fold_tensors, resolve_device, split_fold, test_probabilities)
 from aus_lib.folds import assign_folds, check_training_emotions, folds_from_manifest, make_folds
-from aus_lib.openface import AU_COLUMNS
-from aus_lib.model import DropoutNoise, Sequence1Modal, lengths_to_mask
 from aus_lib.progress import training_bar
-from aus_lib.ravdess import LABEL_INDEX, LABELS
+from aus_lib.ravdess import LABELS
+from aus_lib.schedule import run_folds, torch_settings
 
-METRICS = ("accuracy", "precision", "recall", "f1", "uar", "loss")
-HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_precision",
-                   "val_recall", "val_f1", "best", "seconds")
-ACTOR_STATS_FILE = "actor_normalization.json"
-# Settings that may change when a run is resumed: where it runs, not what it computes.
-RESUMABLE_CHANGES = ("device", "num_threads")
-# Evaluation batch size. Not larger: on the CPU the LSTM is no faster per clip in bigger batches,
-# and a batch of 256 clips peaks at ~110 MB against ~30 MB for 64 (two folds train side by side).
-EVAL_BATCH = 64
 QUIET_MININTERVAL = 10.0  # seconds between progress refreshes when nobody watches a terminal
-NOISE_STREAM = 1          # mixed into an epoch's seed for its dropout generator (the order uses the seed itself)
-# Model construction draws the initial weights from the global RNG: one fold at a time.
-_GLOBAL_RNG = threading.Lock()
-
-
-class TrainError(ValueError):
-    """Training cannot start or continue; the message says why and how to fix it."""
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be loaded into the model it describes."""
-
-
-# --- device, seeds, torch settings -------------------------------------------------------------
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``"auto"`` = the first CUDA GPU when there is one, else the CPU; ``"cpu"``; ``"cuda[:N]"``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cpu":
-        return torch.device("cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            build = "a CPU-only build" if torch.version.cuda is None else f"built for CUDA {torch.version.cuda}"
-            raise TrainError(f"device={name!r} but CUDA is not available (torch {torch.__version__}, {build}). "
-                             "Use device='auto' or 'cpu', or install a CUDA build of torch on a machine with a GPU.")
-        try:
-            device = torch.device(name)
-        except RuntimeError as exc:
-            raise TrainError(f"device={name!r} is not a valid device name; use 'cuda' or 'cuda:N'.") from exc
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise TrainError(f"device={name!r} but only {torch.cuda.device_count()} CUDA device(s) are visible.")
-        return device
-    raise TrainError(f"device={name!r}: use 'auto', 'cpu' or 'cuda[:N]'.")
-
-
-def fold_seed(seed: int, k: int, *more: int) -> int:
-    """A seed derived from ``(seed, k, *more)`` only; ``fold_seed(seed, k, epoch)`` seeds one epoch."""
-    if seed < 0:
-        raise TrainError(f"seed={seed}: use a non-negative integer seed.")
-    return int(np.random.SeedSequence([seed, k, *more]).generate_state(1)[0])
-
-
-@contextlib.contextmanager
-def torch_settings(cfg: Config) -> Iterator[None]:
-    """Apply cfg.deterministic and cfg.num_threads for the duration of a run, then restore them."""
-    old_deterministic = torch.are_deterministic_algorithms_enabled()
-    old_threads = torch.get_num_threads()
-    old_benchmark = torch.backends.cudnn.benchmark
-    if cfg.deterministic:
-        # cuBLAS refuses deterministic mode without a fixed workspace; harmless on the CPU.
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(old_deterministic)
-        torch.set_num_threads(old_threads)
-        torch.backends.cudnn.benchmark = old_benchmark
-
-
-# --- splits, class weights, normalization -------------------------------------------------------
-
-class FoldSplit(NamedTuple):
-    """Clip indices (into the manifest / ClipData) of one fold's three partitions."""
-
-    train: np.ndarray
-    val: np.ndarray
-    test: np.ndarray
-
-
-def _fold_of_clips(source: pd.DataFrame | ClipData,
-                   folds: Mapping[int, Iterable[int]] | None) -> tuple[np.ndarray, np.ndarray]:
-    """(actor, test fold) of every clip of a manifest or ClipData."""
-    if isinstance(source, pd.DataFrame):
-        actors = source["actor"].to_numpy(np.int64)
-        if folds is None:
-            if "fold" not in source:
-                raise TrainError("The manifest has no 'fold' column: pass folds= (fold -> test actors) or use "
-                                 "folds.assign_folds first.")
-            return actors, source["fold"].to_numpy(np.int64)
-    elif isinstance(source, ClipData):
-        actors = np.asarray(source.actors, dtype=np.int64)
-        if folds is None:
-            raise TrainError("ClipData carries no folds: pass folds= (fold -> test actors), e.g. from folds.make_folds.")
-    else:
-        raise TypeError(f"split_fold needs a manifest DataFrame or a ClipData, got {type(source).__name__}.")
-    fold_of = {int(a): int(k) for k, members in folds.items() for a in members}
-    missing = sorted(set(actors.tolist()) - set(fold_of))
-    if missing:
-        raise TrainError(f"Actor(s) {missing} are in no fold of folds={dict(folds)}.")
-    return actors, np.array([fold_of[a] for a in actors.tolist()], dtype=np.int64)
-
-
-def split_fold(source: pd.DataFrame | ClipData, k: int, cfg: Config,
-               folds: Mapping[int, Iterable[int]] | None = None) -> FoldSplit:
-    """Train / validation / test clip indices of fold ``k`` under ``cfg.selection``.
-
-    ``source`` is a manifest with ``actor`` and ``fold`` columns, or a manifest / ClipData plus
-    ``folds`` (fold -> test actors). Test = the clips of fold k's actors. With ``"test_fold"``
-    validation is the test fold itself; with ``"inner"`` it is ``cfg.inner_val_actors`` training
-    actors drawn from ``(seed, k)`` (fewer if needed so at least one training actor remains).
-    """
-    actors, fold = _fold_of_clips(source, folds)
-    if k not in set(fold.tolist()):
-        raise TrainError(f"Fold {k} does not exist; the folds are {sorted(set(fold.tolist()))}.")
-    test = np.flatnonzero(fold == k)
-    rest = np.flatnonzero(fold != k)
-    if cfg.selection == "test_fold":
-        return FoldSplit(rest, test, test)
-    if cfg.selection != "inner":
-        raise TrainError(f"selection={cfg.selection!r}: use 'test_fold' or 'inner'.")
-    train_actors = np.unique(actors[rest])
-    rng = np.random.default_rng([cfg.seed, k])
-    n_val = inner_val_count(len(train_actors), cfg.inner_val_actors, k)
-    if n_val == 0:
-        return _inner_split_by_clips(rest, test, source, k, rng)
-    val_actors = rng.choice(train_actors, size=n_val, replace=False)
-    is_val = np.isin(actors[rest], val_actors)
-    return FoldSplit(rest[~is_val], rest[is_val], test)
-
-
-MIN_TRAIN_ACTORS = 2     # inner validation never leaves fewer training actors than this, if it can help it
-INNER_VAL_FRACTION = 0.2  # inner_val_actors="auto": this share of the training actors, rounded, at least 1
-
-
-def inner_val_count(n_train_actors: int, setting: int | str, k: int = 0) -> int:
-    """How many of ``n_train_actors`` training actors fold ``k`` holds out for inner validation.
-
-    ``"auto"``: a fifth of them (rounded, at least 1) while at least :data:`MIN_TRAIN_ACTORS`
-    remain to train on, e.g. 4 of 19 (24 actors, 5 folds), 1 of 4 (5 actors, one per fold);
-    with 2 or 3 training actors 1 (a warning says how few remain); with a single training actor
-    0, meaning a fifth of that actor's clips is held out instead (see :func:`split_fold`).
-    An integer asks for that many, capped so one training actor remains.
-    """
-    if n_train_actors < 1:
-        raise TrainError(f"Fold {k}: no training actors; every actor is in the test fold.")
-    if setting == "auto":
-        n_val = max(1, round(INNER_VAL_FRACTION * n_train_actors))
-        n_val = min(n_val, max(1, n_train_actors - MIN_TRAIN_ACTORS))
-    else:
-        n_val = int(setting)
-    n_val = min(n_val, n_train_actors - 1)
-    left = n_train_actors - n_val
-    if 0 < n_val and left < MIN_TRAIN_ACTORS:
-        warnings.warn(f"Fold {k}: inner validation holds out {n_val} of {n_train_actors} training actors, leaving "
-                      f"{left} to train on. Results with so few training actors are weak; use more actors or fewer "
-                      "held-out ones (inner_val_actors).", stacklevel=1)  # one location: shown once per fold
-    return n_val
-
-
-def _inner_split_by_clips(rest: np.ndarray, test: np.ndarray, source, k: int, rng: np.random.Generator) -> FoldSplit:
-    """Inner validation from a single training actor: a fifth of its clips, stratified by emotion.
-    Not actor-disjoint, so it judges epochs on the same person; the test fold is still untouched."""
-    warnings.warn(f"Fold {k}: only one training actor, so inner validation holds out a fifth of that actor's clips "
-                  "(stratified by emotion) instead of whole actors.", stacklevel=1)  # one location: once per fold
-    labels = (np.asarray(source.labels) if isinstance(source, ClipData)
-              else np.array([LABEL_INDEX[e] for e in source["emotion"]]))
-    is_val = np.zeros(len(rest), dtype=bool)
-    for label in np.unique(labels[rest]):
-        members = np.flatnonzero(labels[rest] == label)
-        take = max(1, round(INNER_VAL_FRACTION * len(members))) if len(members) > 1 else 0
-        is_val[rng.choice(members, size=take, replace=False)] = True
-    return FoldSplit(rest[~is_val], rest[is_val], test)
-
-
-def class_weights(labels: np.ndarray, n_classes: int = len(LABELS)) -> torch.Tensor:
-    """Balanced weights ``n / (C * count_c)`` over the C classes present; absent classes get 0."""
-    labels = np.asarray(labels, dtype=np.int64)
-    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
-    present = counts > 0
-    weights = np.zeros(n_classes)
-    weights[present] = len(labels) / (present.sum() * counts[present])
-    return torch.tensor(weights, dtype=torch.float32)
-
-
-def fit_normalization(data: ClipData, index: np.ndarray, kind: str | None) -> dict | None:
-    """Per-feature ``mean``/``scale`` fitted on the real frames of clips ``index`` (None: no scaling).
-
-    ``"standard"``: mean and standard deviation; ``"minmax"``: minimum and range. A constant
-    feature gets scale 1, so it maps to 0 instead of dividing by zero.
-    """
-    if kind is None:
-        return None
-    if kind not in ("standard", "minmax"):
-        raise TrainError(f"preprocessor={kind!r}: use null, 'standard' or 'minmax'.")
-    frames = np.concatenate([data.clip(i) for i in index]).astype(np.float64)
-    if kind == "standard":
-        mean, scale = frames.mean(0), frames.std(0)
-    else:
-        mean, scale = frames.min(0), frames.max(0) - frames.min(0)
-    scale[scale == 0] = 1.0
-    return {"kind": kind, "mean": torch.tensor(mean, dtype=torch.float32),
-            "scale": torch.tensor(scale, dtype=torch.float32)}
-
-
-def apply_normalization(features: torch.Tensor, lengths: torch.Tensor, normalization: dict | None) -> torch.Tensor:
-    """features[N, T, F] scaled with a checkpoint's ``normalization``; padding stays 0."""
-    if normalization is None:
-        return features
-    mean = normalization["mean"].to(features.device)
-    scale = normalization["scale"].to(features.device)
-    mask = lengths_to_mask(lengths.to(features.device), features.size(1)).unsqueeze(2)
-    return ((features - mean) / scale).masked_fill(~mask, 0.0)
-
-
-# --- early stopping -------------------------------------------------------------------------------
-
-class EarlyStopping:
-    """Keeps the best epoch by validation F1; stops after ``patience`` epochs without improvement.
-
-    An epoch improves when ``f1 > best + min_change``; ``best`` starts at ``base``.
-    ``patience=-1`` never stops (the caller still stops at ``epochs``).
-    """
-
-    def __init__(self, patience: int, min_change: float = 0.0, base: float = 0.0) -> None:
-        if patience != -1 and patience < 1:
-            raise TrainError(f"patience={patience}: use >= 1, or -1 to disable early stopping.")
-        self.patience = patience
-        self.min_change = min_change
-        self.best = float(base)
-        self.best_epoch: int | None = None
-        self.bad_epochs = 0
-
-    def step(self, epoch: int, f1: float) -> bool:
-        """Record one epoch's F1; True when it became the best so far."""
-        if f1 > self.best + self.min_change:
-            self.best, self.best_epoch, self.bad_epochs = float(f1), int(epoch), 0
-            return True
-        self.bad_epochs += 1
-        return False
-
-    @property
-    def should_stop(self) -> bool:
-        return self.patience != -1 and self.bad_epochs >= self.patience
-
-    def state_dict(self) -> dict:
-        return {"patience": self.patience, "min_change": self.min_change, "best": self.best,
-                "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs}
-
-    def load_state_dict(self, state: Mapping) -> None:
-        for key in ("patience", "min_change", "best", "best_epoch", "bad_epochs"):
-            setattr(self, key, state[key])
-
-
-# --- one fold -------------------------------------------------------------------------------------
-
-@dataclass
-class FoldTensors:
-    """The whole data set on the device, scaled for one fold."""
-
-    features: torch.Tensor  # [N, T, 35]
-    lengths: torch.Tensor   # [N] on the device
-    labels: torch.Tensor    # [N]
-    host_lengths: np.ndarray  # the same lengths on the host, to cut batches without a device sync
-
-    @property
-    def device(self) -> torch.device:
-        return self.features.device
-
-    @property
-    def frames(self) -> int:
-        """The padded length: every clip fits, and training draws its dropout masks at it."""
-        return self.features.size(1)
-
-    def batch(self, index: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Clips ``index``, cut to the longest of them."""
-        frames = int(self.host_lengths[index].max())
-        idx = torch.from_numpy(index).to(self.features.device)
-        return self.features[idx, :frames], self.lengths[idx], self.labels[idx]
-
-
-def fold_tensors(data: ClipData, normalization: dict | None, device: torch.device) -> FoldTensors:
-    lengths = torch.from_numpy(np.asarray(data.lengths, dtype=np.int64))
-    features = apply_normalization(torch.from_numpy(data.features), lengths, normalization)
-    return FoldTensors(features.to(device), lengths.to(device),
-                       torch.from_numpy(np.asarray(data.labels, dtype=np.int64)).to(device),
-                       np.asarray(data.lengths, dtype=np.int64))
-
-
-@torch.no_grad()
-def evaluate(model: Sequence1Modal, tensors: FoldTensors, index: np.ndarray,
-             weights: torch.Tensor) -> tuple[dict, np.ndarray, np.ndarray]:
-    """(metrics incl. weighted loss, y_true, y_pred) of clips ``index``, in eval mode."""
-    model.eval()
-    # Sorting by length keeps padding (and so wasted work) small; the metrics ignore the order.
-    order = index[np.argsort(tensors.host_lengths[index], kind="stable")]
-    loss_sum = torch.zeros((), device=weights.device)
-    weight_sum = torch.zeros((), device=weights.device)
-    preds = []
-    for start in range(0, len(order), EVAL_BATCH):
-        x, lengths, y = tensors.batch(order[start:start + EVAL_BATCH])
-        logits, _ = model(x, lengths)
-        loss_sum += F.cross_entropy(logits, y, weight=weights, reduction="sum")
-        weight_sum += weights[y].sum()
-        preds.append(logits.argmax(1))
-    y_true = tensors.labels[torch.from_numpy(order).to(tensors.labels.device)].cpu().numpy()
-    y_pred = torch.cat(preds).cpu().numpy()
-    metrics = analysis.classification_metrics(y_true, y_pred)
-    metrics["loss"] = float(loss_sum / weight_sum)
-    return metrics, y_true, y_pred
-
-
-def batch_order(index: np.ndarray, epoch_seed: int) -> np.ndarray:
-    """The clips of ``index`` in one epoch's random order (mini-batches are consecutive slices)."""
-    return index[torch.randperm(len(index), generator=torch.Generator().manual_seed(epoch_seed)).numpy()]
-
-
-def epoch_noise(epoch_seed: int, device: torch.device, frames: int) -> DropoutNoise:
-    """The dropout masks of one epoch: their own generator, seeded from the epoch's seed only."""
-    seed = int(np.random.SeedSequence([epoch_seed, NOISE_STREAM]).generate_state(1)[0])
-    return DropoutNoise(torch.Generator(device=device).manual_seed(seed), frames)
-
-
-def train_epoch(model: Sequence1Modal, optimizer: torch.optim.Optimizer, tensors: FoldTensors,
-                index: np.ndarray, weights: torch.Tensor, cfg: Config, epoch_seed: int) -> tuple[float, float]:
-    """One pass over ``index`` in random mini-batches; (weighted mean loss, accuracy) as accumulated.
-
-    The order and the dropout masks come from generators seeded with ``epoch_seed`` alone (never
-    the global RNG), so folds trained side by side in threads cannot disturb each other.
-    """
-    model.train()
-    order = batch_order(index, epoch_seed)
-    noise = epoch_noise(epoch_seed, tensors.device, tensors.frames)
-    sums = torch.zeros(3, device=weights.device)  # weighted loss, weight, correct
-    for start in range(0, len(order), cfg.batch_size):
-        x, lengths, y = tensors.batch(order[start:start + cfg.batch_size])
-        logits, _ = model(x, lengths, noise)
-        loss_sum = F.cross_entropy(logits, y, weight=weights, reduction="sum")
-        weight_sum = weights[y].sum()
-        optimizer.zero_grad(set_to_none=True)
-        (loss_sum / weight_sum).backward()  # = cross_entropy(..., reduction="mean") with weights
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
-        optimizer.step()
-        sums += torch.stack([loss_sum.detach(), weight_sum, (logits.argmax(1) == y).sum()])
-    loss, weight, correct = sums.tolist()
-    return loss / weight, correct / len(order)
-
-
-@dataclass
-class FoldResult:
-    fold: int
-    history: pd.DataFrame
-    metrics: dict  # as in metrics.json
-
-
-EpochHook = Callable[[int, int, dict], None]  # (fold, epoch, history row), after state.pt is saved
-
-
-def _actors(data: ClipData, index: np.ndarray) -> list[int]:
-    return sorted(int(a) for a in np.unique(data.actors[index]))
-
-
-def data_fingerprint(data: ClipData) -> str:
-    """A digest of what a model sees: clip names, labels, actors and every AU value, so that a
-    checkpoint or a training state is never used with data other than what made it."""
-    digest = hashlib.blake2b(digest_size=12)
-    digest.update("\n".join(data.names).encode())
-    for array in (data.lengths, data.labels, data.actors):
-        digest.update(np.ascontiguousarray(array, dtype=np.int64).tobytes())
-    for i in range(len(data)):  # clip by clip: the padding depends on which clips are together
-        digest.update(np.ascontiguousarray(data.clip(i), dtype=np.float32).tobytes())
-    return digest.hexdigest()
-
-
-def _plain(state: Mapping) -> dict:
-    """A state_dict detached and on the CPU, so it saves and loads anywhere."""
-    return {k: v.detach().to("cpu", copy=True) for k, v in state.items()}
-
-
-def initial_model(cfg: Config, k: int, packed: bool, device: torch.device) -> Sequence1Modal:
-    """Fold k's untrained model: weights drawn from ``fold_seed(seed, k)`` (under a lock: the global RNG)."""
-    with _GLOBAL_RNG:
-        torch.manual_seed(fold_seed(cfg.seed, k))
-        model = Sequence1Modal(cfg.model_config(), packed=packed)
-    return model.to(device)
-
-
-class FoldRun:
-    """One fold's training state, advanced one epoch at a time (see the module docstring).
-
-    :func:`train_fold` runs one to the end; :mod:`aus_lib.engine` interleaves several, or
-    computes their epochs together and hands each fold its results through :meth:`record`.
-    With ``resume`` an existing ``fold_dir/state.pt`` is continued from its last finished epoch.
-    """
-
-    def __init__(self, cfg: Config, data: ClipData, k: int, split: FoldSplit, fold_dir: str | os.PathLike, *,
-                 packed: bool, device: torch.device, resume: bool = True, epochs: int | None = None) -> None:
-        self.cfg, self.data, self.k, self.split = cfg, data, k, split
-        self.epochs = cfg.epochs if epochs is None else epochs
-        self.fold_dir = Path(fold_dir)
-        self.device = device
-        self.params = cfg.to_params()
-        self.data_fingerprint = data_fingerprint(data)
-        self.model = initial_model(cfg, k, packed, device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.stopper = EarlyStopping(cfg.patience, cfg.min_change, cfg.base)
-        self.normalization = fit_normalization(data, split.train, cfg.preprocessor)
-        self.tensors = fold_tensors(data, self.normalization, device)
-        self.weights = class_weights(data.labels[split.train]).to(device)
-        self.history: list[dict] = []
-        self.best_model: dict | None = None
-        # An empty validation set marks a refit: fixed epochs on all training actors, last epoch kept.
-        self.refit = len(split.val) == 0
-        state_path = self.fold_dir / "state.pt"
-        if resume and state_path.is_file():
-            state = torch.load(state_path, map_location=device, weights_only=True)
-            diffs = _differences(state["params"], self.params)
-            if diffs:
-                raise TrainError(f"Cannot resume {state_path}: it was trained with different settings "
-                                 f"({', '.join(diffs)}). Use another run folder, or the same settings.")
-            if state.get("fold") != k:
-                raise TrainError(f"Cannot resume {state_path} as fold {k}: it is the state of fold {state.get('fold')}.")
-            if state.get("data") != self.data_fingerprint:
-                made = ("by an older aus_lib that did not record its data" if state.get("data") is None else
-                        f"from other data (fingerprint {state['data']}, this data {self.data_fingerprint})")
-                raise TrainError(f"Cannot resume {state_path}: it was made {made}: the clips' AU values, labels or "
-                                 "actors differ. Use another run folder, or the data it was trained on.")
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.stopper.load_state_dict(state["early_stopping"])
-            self.history, self.best_model = state["history"], state["best_model"]
-
-    @property
-    def done(self) -> bool:
-        return self.stopper.should_stop or len(self.history) >= self.epochs
-
-    @property
-    def next_epoch(self) -> int:
-        return len(self.history) + 1
-
-    def train_and_validate(self) -> tuple[float, float, dict]:
-        """Train the next epoch and validate: (train loss, train accuracy, validation metrics)."""
-        train_loss, train_accuracy = train_epoch(self.model, self.optimizer, self.tensors, self.split.train,
-                                                 self.weights, self.cfg,
-                                                 fold_seed(self.cfg.seed, self.k, self.next_epoch))
-        if self.refit:
-            val = {m: float("nan") for m in ("n", *METRICS)}
-        else:
-            val, _, _ = evaluate(self.model, self.tensors, self.split.val, self.weights)
-        return train_loss, train_accuracy, val
-
-    def record(self, train_loss: float, train_accuracy: float, val: Mapping, seconds: float) -> dict:
-        """Early stopping, the best weights, the history row and ``state.pt`` for the epoch just trained
-        (``self.model`` and ``self.optimizer`` hold its end state); returns the history row."""
-        epoch = self.next_epoch
-        loss = train_loss if self.refit or not np.isfinite(train_loss) else val["loss"]
-        if not np.isfinite(loss):
-            raise TrainError(f"Fold {self.k}, epoch {epoch}: the loss became {loss}: training diverged. Lower the "
-                             f"learning rate 'lr' (now {self.cfg.lr}) in {self.cfg.source} and start a new run.")
-        if self.refit:  # no validation: the last epoch is the model
-            improved, self.stopper.best_epoch = True, epoch
-        else:
-            improved = self.stopper.step(epoch, val["f1"])
-        if improved:
-            self.best_model = _plain(self.model.state_dict())
-        self.history.append({"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_accuracy,
-                             "val_loss": val["loss"], "val_accuracy": val["accuracy"],
-                             "val_precision": val["precision"], "val_recall": val["recall"], "val_f1": val["f1"],
-                             "best": improved, "seconds": seconds})
-        runs.atomic_torch_save(self.fold_dir / "state.pt", {
-            "params": self.params, "fold": self.k, "data": self.data_fingerprint, "epoch": epoch,
-            "model": _plain(self.model.state_dict()),
-            "optimizer": self.optimizer.state_dict(), "early_stopping": self.stopper.state_dict(),
-            "history": self.history, "best_model": self.best_model})
-        return self.history[-1]
-
-    def run_epoch(self) -> dict:
-        """Train, validate and record the next epoch; its history row."""
-        started = time.perf_counter()
-        train_loss, train_accuracy, val = self.train_and_validate()
-        return self.record(train_loss, train_accuracy, val, time.perf_counter() - started)
-
-    def finish(self) -> FoldResult:
-        """Load the best epoch's weights, evaluate the test fold and write the fold's files."""
-        best_epoch = self.stopper.best_epoch
-        best_model = self.best_model
-        if best_model is None:
-            best_epoch = self.history[-1]["epoch"]
-            best_model = _plain(self.model.state_dict())
-            warnings.warn(f"Fold {self.k}: no epoch's validation F1 beat base={self.cfg.base} (+ min_change="
-                          f"{self.cfg.min_change}); the last epoch ({best_epoch}) is saved as the checkpoint.",
-                          stacklevel=3)
-        self.model.load_state_dict(best_model)
-        return _finish_fold(self.cfg, self.data, self.k, self.split, self.fold_dir, self.model, self.tensors,
-                            self.weights, self.normalization,
-                            pd.DataFrame(self.history, columns=list(HISTORY_COLUMNS)), best_epoch,
-                            data_fingerprint=self.data_fingerprint)
-
-
-def report_epoch(bar: tqdm | None, run: FoldRun, row: dict) -> None:
-    """Advance the progress bar by one epoch of ``run``."""
-    if bar is not None:
-        bar.update(1)
-        bar.set_postfix({"fold": run.k, "epoch": row["epoch"], "val_f1": f"{row['val_f1']:.3f}",
-                         "best_epoch": run.stopper.best_epoch},
-                        refresh=False)
-
-
-def train_fold(cfg: Config, data: ClipData, k: int, split: FoldSplit, fold_dir: str | os.PathLike, *,
-               packed: bool = True, device: torch.device | None = None, resume: bool = True,
-               bar: tqdm | None = None, on_epoch_end: EpochHook | None = None,
-               epochs: int | None = None) -> FoldResult:
-    """Train fold ``k`` to the end, alone, and write its outputs to ``fold_dir`` (see :class:`FoldRun`).
-
-    ``on_epoch_end`` is called after each epoch's state is saved (tests use it to interrupt).
-    """
-    run = FoldRun(cfg, data, k, split, fold_dir, packed=packed, device=device or resolve_device(cfg.device),
-                  resume=resume, epochs=epochs)
-    if bar is not None:
-        bar.update(len(run.history))
-    while not run.done:
-        row = run.run_epoch()
-        report_epoch(bar, run, row)
-        if on_epoch_end is not None:
-            on_epoch_end(k, row["epoch"], row)
-    if bar is not None:
-        bar.update(run.epochs - len(run.history))  # epochs skipped by early stopping
-    return run.finish()
-
-
-def _finish_fold(cfg: Config, data: ClipData, k: int, split: FoldSplit, fold_dir: Path, model: Sequence1Modal,
-                 tensors: FoldTensors, weights: torch.Tensor, normalization: dict | None,
-                 history: pd.DataFrame, best_epoch: int, data_fingerprint: str | None = None) -> FoldResult:
-    """Evaluate the best checkpoint on the test fold and write the fold's files, DONE last."""
-    test, y_true, y_pred = evaluate(model, tensors, split.test, weights)
-    best_row = history.loc[history["epoch"] == best_epoch].iloc[0]
-    partition = "test (= validation)" if cfg.selection == "test_fold" else "test"
-    refit = len(split.val) == 0
-    inner = {}
-    if refit:  # the epoch count came from the inner run beside it
-        chosen = json.loads((fold_dir / "inner" / "metrics.json").read_text())
-        inner = {"inner_best_epoch": chosen["best_epoch"], "inner_val_f1": chosen["val_f1"],
-                 "inner_val_actors": chosen["val_actors"], "inner_test_accuracy": chosen["accuracy"]}
-    metrics = {"fold": k, "selection": cfg.selection, "final_fit": "refit" if refit else "inner",
-               "partition": partition, "best_epoch": int(best_epoch),
-               "epochs_run": int(len(history)), **{m: test[m] for m in ("n", *METRICS)},
-               "val_loss": float(best_row["val_loss"]), "val_accuracy": float(best_row["val_accuracy"]),
-               "val_f1": float(best_row["val_f1"]), "train_actors": _actors(data, split.train),
-               "val_actors": _actors(data, split.val), "test_actors": _actors(data, split.test),
-               **inner, "note": cfg.selection_note}
-    runs.atomic_torch_save(fold_dir / "checkpoint.pt", {
-        "model": _plain(model.state_dict()), "params": cfg.to_params(), "labels": list(LABELS), "fold": k,
-        "epoch": int(best_epoch), "metrics": metrics, "normalization": normalization,
-        "test_actors": metrics["test_actors"], "data": data_fingerprint})
-    runs.atomic_write_csv(fold_dir / "history.csv", history, index=False)
-    plots.learning_curve(history, f"Fold {k}: learning curve ({cfg.name})", fold_dir / "learning_curve.png")
-    cm = analysis.confusion(y_true, y_pred).reindex(index=list(LABELS), columns=list(LABELS))
-    runs.atomic_write_csv(fold_dir / "confusion.csv", cm)
-    plots.confusion_matrix(cm, f"Fold {k}: {partition} at best epoch {best_epoch} ({cfg.name})",
-                           path=fold_dir / "confusion.png")
-    runs.atomic_write_json(fold_dir / "metrics.json", metrics)
-    runs.mark_done(fold_dir, {"best_epoch": int(best_epoch), "f1": test["f1"]})
-    return FoldResult(k, history, metrics)
-
-
-FoldTrainer = Callable[..., FoldResult]  # same signature as train_fold without ``packed``
-
-
-def fold_trainer(engine: str) -> FoldTrainer:
-    """The function that trains one fold alone for ``cfg.engine``.
-
-    ``"plain"``: the packed model. ``"batched"``: the fixed-shape masked model in the same loop,
-    much faster than packing on the CPU; both draw the same random numbers, so they agree up to
-    float rounding. :func:`run_folds` is what a cross-validation uses: with ``"batched"`` it
-    trains the folds together (:mod:`aus_lib.engine`), with the same per-fold results.
-    """
-    if engine == "plain":
-        return functools.partial(train_fold, packed=True)
-    if engine == "batched":
-        return functools.partial(train_fold, packed=False)
-    raise TrainError(f"engine={engine!r}: use 'plain' or 'batched'.")
-
-
-@dataclass
-class FoldJob:
-    """A fold to train: its number, its split and its output folder."""
-
-    k: int
-    split: FoldSplit
-    fold_dir: Path
-    epochs: int | None = None  # a refit's fixed epoch count; None = cfg.epochs with early stopping
-    cfg: Config | None = None  # an ensemble member's own config (its seed); None = the run's
-
-
-def run_folds(cfg: Config, data: ClipData, jobs: list[FoldJob], *, device: torch.device, resume: bool = True,
-              bar: tqdm | None = None, on_epoch_end: EpochHook | None = None) -> list[FoldResult]:
-    """Train every job's fold for ``cfg.engine``; results in the order of ``jobs``.
-
-    ``"plain"``: one fold after another with :func:`train_fold`. ``"batched"``:
-    :func:`aus_lib.engine.train_together` (the folds side by side, same per-fold results).
-    """
-    if cfg.engine in ("batched", "stacked"):
-        from aus_lib import engine  # builds on this module, so imported here
-
-        return engine.train_together(cfg, data, jobs, device=device, resume=resume, bar=bar,
-                                     on_epoch_end=on_epoch_end)
-    train_one = fold_trainer(cfg.engine)
-    return [train_one(cfg, data, job.k, job.split, job.fold_dir, device=device, resume=resume, bar=bar, epochs=job.epochs,
-                      on_epoch_end=on_epoch_end) for job in jobs]
-
-
-# --- the cross-validation run ------------------------------------------------------------------------
 
 @dataclass
 class CVResult:
     table: pd.DataFrame                  # one row per fold, then "mean" and "std"
     histories: dict[int, pd.DataFrame]
     run_dir: Path
+
 
 
 def environment(device: torch.device) -> dict:
@@ -683,6 +51,7 @@ def environment(device: torch.device) -> dict:
     return {"python": sys.version.split()[0], "torch": torch.__version__, "numpy": np.__version__,
             "pandas": pd.__version__, "sklearn": sklearn.__version__, "platform": platform.platform(),
             "device": str(device), "device_name": name, "threads": torch.get_num_threads()}
+
 
 
 def _with_folds(cfg: Config, manifest: pd.DataFrame, folds) -> pd.DataFrame:
@@ -700,16 +69,12 @@ def _with_folds(cfg: Config, manifest: pd.DataFrame, folds) -> pd.DataFrame:
     return manifest
 
 
-def _differences(old: Mapping, new: Mapping) -> list[str]:
-    """Keys whose values differ, ignoring :data:`RESUMABLE_CHANGES`."""
-    return sorted(key for key in set(old) | set(new)
-                  if key not in RESUMABLE_CHANGES and old.get(key) != new.get(key))
-
 
 def fit_input_size(cfg: Config, manifest: pd.DataFrame) -> Config:
     """``cfg`` with ``input_size`` set to the AU set of the manifest's clips (35 OpenFace columns,
     20 py-feat probabilities): the data decides, so one params file serves both formats."""
-    return dataclasses.replace(cfg, input_size=len(au_columns(manifest)))
+    return cfg.replace(input_size=len(au_columns(manifest)))
+
 
 
 def run_fingerprint(cfg: Config, manifest: pd.DataFrame) -> dict:
@@ -717,8 +82,6 @@ def run_fingerprint(cfg: Config, manifest: pd.DataFrame) -> dict:
     the configuration (but device and threads), the folds' test actors, the clips and which data
     they are. Everything that can be checked without training is checked here first, so that
     no run folder is made for a run that cannot start."""
-    from aus_lib.dataset import describe_data
-
     cfg = fit_input_size(cfg, manifest)
     manifest = _with_folds(cfg, manifest.reset_index(drop=True), None)
     resolve_device(cfg.device)
@@ -733,11 +96,12 @@ def run_fingerprint(cfg: Config, manifest: pd.DataFrame) -> dict:
             "clips": f"{len(manifest)} clips, {digest.hexdigest()}"}
 
 
+
 def _check_resumable(run_dir: Path, params: dict, manifest: pd.DataFrame) -> None:
     """Refuse to continue a run folder that holds a different configuration or data split."""
-    config_file, inputs_file = run_dir / "config.json", run_dir / "inputs.csv"
+    config_file, inputs_file = runs.Run(run_dir).config_file, runs.Run(run_dir).inputs_file
     if config_file.is_file():
-        diffs = _differences(json.loads(config_file.read_text()), params)
+        diffs = differences(json.loads(config_file.read_text()), params)
         if diffs:
             raise TrainError(f"{config_file} differs from this run's configuration in {', '.join(diffs)}. "
                              "Use another run folder, or resume=False to start it again.")
@@ -748,9 +112,11 @@ def _check_resumable(run_dir: Path, params: dict, manifest: pd.DataFrame) -> Non
                              "Use another run folder, or resume=False to start it again.")
 
 
+
 def _fold_from_disk(fold_dir: Path) -> FoldResult:
     metrics = json.loads((fold_dir / "metrics.json").read_text())
     return FoldResult(int(metrics["fold"]), pd.read_csv(fold_dir / "history.csv"), metrics)
+
 
 
 def _run_or_read(cfg: Config, data: ClipData, jobs: list[FoldJob], device: torch.device, resume: bool,
@@ -765,29 +131,20 @@ def _run_or_read(cfg: Config, data: ClipData, jobs: list[FoldJob], device: torch
     return [done[job.fold_dir] for job in jobs]
 
 
+
 def member_seed(seed: int, member: int) -> int:
     """Ensemble member ``member``'s seed: member 0 is the run itself, the others follow it."""
     return seed + member
+
 
 
 def member_job(cfg: Config, manifest: pd.DataFrame, job: FoldJob, member: int) -> FoldJob:
     """Member ``member`` of fold ``job.k``'s ensemble (``final_fit="ensemble"``): its own seed, so its own
     inner validation actors (or clips), initial weights, batches and dropout; trained with early
     stopping on its inner validation like any fold, in ``fold_<k>/member_<m>``."""
-    member_cfg = dataclasses.replace(cfg, seed=member_seed(cfg.seed, member))
+    member_cfg = cfg.replace(seed=member_seed(cfg.seed, member))
     return FoldJob(job.k, split_fold(manifest, job.k, member_cfg), job.fold_dir / f"member_{member}", cfg=member_cfg)
 
-
-@torch.no_grad()
-def test_probabilities(model: Sequence1Modal, tensors: FoldTensors, index: np.ndarray) -> np.ndarray:
-    """Softmax posteriors [len(index), classes] of clips ``index``, in that order (eval mode)."""
-    model.eval()
-    out = np.zeros((len(index), len(LABELS)), dtype=np.float64)
-    for start in range(0, len(index), EVAL_BATCH):
-        x, lengths, _ = tensors.batch(index[start:start + EVAL_BATCH])
-        logits, _ = model(x, lengths)
-        out[start:start + len(x)] = torch.softmax(logits.double(), dim=1).cpu().numpy()
-    return out
 
 
 def ensemble_fold(cfg: Config, data: ClipData, job: FoldJob, device: torch.device) -> FoldResult:
@@ -817,7 +174,7 @@ def ensemble_fold(cfg: Config, data: ClipData, job: FoldJob, device: torch.devic
                **{m: scores[m] for m in ("n", *METRICS)},
                "val_f1": float(np.mean([m["val_f1"] for m in member_metrics])),
                "train_actors": sorted(set(first["train_actors"]) | set(first["val_actors"])), "val_actors": [],
-               "test_actors": _actors(data, test), "members": len(member_dirs),
+               "test_actors": actors_of(data, test), "members": len(member_dirs),
                "member_best_epochs": [int(m["best_epoch"]) for m in member_metrics],
                "member_val_actors": [m["val_actors"] for m in member_metrics],
                "member_test_accuracy": [float(m["accuracy"]) for m in member_metrics],
@@ -837,6 +194,7 @@ def ensemble_fold(cfg: Config, data: ClipData, job: FoldJob, device: torch.devic
     return FoldResult(job.k, history, metrics)
 
 
+
 def refit_job(cfg: Config, inner_job: FoldJob, inner: FoldResult) -> FoldJob:
     """The second half of ``final_fit="refit"``: the fold trained again on all its training actors
     (inner training + inner validation) for the epoch count the inner validation chose, with no
@@ -847,6 +205,7 @@ def refit_job(cfg: Config, inner_job: FoldJob, inner: FoldResult) -> FoldJob:
                    int(inner.metrics["best_epoch"]))
 
 
+
 def normalize_actors(cfg: Config, data: ClipData, run_dir: Path | None = None) -> ClipData:
     """``data`` with ``cfg.actor_normalization`` applied (label-free per-actor statistics of each
     actor's own clips); the statistics are saved as ``run_dir/actor_normalization.json``."""
@@ -854,9 +213,10 @@ def normalize_actors(cfg: Config, data: ClipData, run_dir: Path | None = None) -
         return data
     stats = normalize.statistics_of(data, cfg.actor_normalization)
     if run_dir is not None:
-        runs.atomic_write_json(Path(run_dir) / ACTOR_STATS_FILE,
+        runs.atomic_write_json(Path(run_dir) / normalize.ACTOR_STATS_FILE,
                                normalize.statistics_to_json(stats, cfg.actor_normalization, data.columns))
     return normalize.normalize_data(data, cfg.actor_normalization, stats)
+
 
 
 def cv_table(results: Iterable[FoldResult]) -> pd.DataFrame:
@@ -865,6 +225,7 @@ def cv_table(results: Iterable[FoldResult]) -> pd.DataFrame:
                            "best_epoch": r.metrics["best_epoch"], "epochs_run": r.metrics["epochs_run"]}
                           for r in results]).set_index("fold")
     return pd.concat([table, table.agg(["mean", "std"])])
+
 
 
 def train_cv(cfg: Config, manifest: pd.DataFrame, run_dir: str | os.PathLike, data: ClipData | None = None,
@@ -899,8 +260,8 @@ def train_cv(cfg: Config, manifest: pd.DataFrame, run_dir: str | os.PathLike, da
     data = normalize_actors(cfg, data, run_dir)
 
     with torch_settings(cfg):
-        runs.atomic_write_json(run_dir / "config.json", params)
-        runs.atomic_write_csv(run_dir / "inputs.csv", manifest, index=False)
+        runs.atomic_write_json(runs.Run(run_dir).config_file, params)
+        runs.atomic_write_csv(runs.Run(run_dir).inputs_file, manifest, index=False)
         runs.atomic_write_json(run_dir / "environment.json", environment(device))
         interactive = sys.stderr.isatty()
         phases = {"inner": 1, "refit": 2, "ensemble": cfg.ensemble_size}[cfg.final_fit]
@@ -910,7 +271,7 @@ def train_cv(cfg: Config, manifest: pd.DataFrame, run_dir: str | os.PathLike, da
         jobs: list[FoldJob] = []
         try:
             for k in to_run:
-                fold_dir = run_dir / f"fold_{k}"
+                fold_dir = runs.Run(run_dir).fold_dir(k)
                 if resume and runs.is_done(fold_dir):
                     results.append(_fold_from_disk(fold_dir))
                     bar.update(cfg.epochs * phases)
@@ -942,41 +303,6 @@ def train_cv(cfg: Config, manifest: pd.DataFrame, run_dir: str | os.PathLike, da
 
     table = cv_table(results)
     runs.atomic_write_csv(run_dir / "cv_results.csv", table, index_label="fold")
-    if all(runs.is_done(run_dir / f"fold_{k}") for k in range(1, cfg.kfolds + 1)):
+    if all(runs.is_done(runs.Run(run_dir).fold_dir(k)) for k in range(1, cfg.kfolds + 1)):
         runs.mark_done(run_dir, {m: float(table.loc["mean", m]) for m in METRICS})
     return CVResult(table, {r.fold: r.history for r in results}, run_dir)
-
-
-# --- loading a trained model ------------------------------------------------------------------------
-
-def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu",
-                    packed: bool = False) -> tuple[Sequence1Modal, dict]:
-    """(model in eval mode, checkpoint dict) of a ``checkpoint.pt``; the architecture comes from its params.
-
-    ``packed`` chooses the encoder path; both give the same outputs, the masked one
-    (``packed=False``) is the faster.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"Checkpoint {path} does not exist.")
-    checkpoint = torch.load(path, map_location=device, weights_only=True)
-    if "members" in checkpoint:
-        raise CheckpointError(f"{path} is the index of an ensemble of {len(checkpoint['members'])} models "
-                              "(final_fit='ensemble'): load its members with aus_lib.inference.fold_models.")
-    missing = [key for key in ("model", "params", "labels") if key not in checkpoint]
-    if missing:
-        raise CheckpointError(f"{path} lacks key(s) {missing}; it is not a checkpoint written by aus_lib.train.")
-    if list(checkpoint["labels"]) != list(LABELS):
-        raise CheckpointError(f"{path} uses labels {checkpoint['labels']}, expected {list(LABELS)}.")
-    cfg = build_config(checkpoint["params"], where=f"{path} (params)")
-    model = Sequence1Modal(cfg.model_config(), packed=packed)
-    expected, found = model.state_dict(), checkpoint["model"]
-    problems = [f"{key}: missing" for key in expected if key not in found]
-    problems += [f"{key}: unexpected" for key in found if key not in expected]
-    problems += [f"{key}: checkpoint {tuple(found[key].shape)} vs model {tuple(expected[key].shape)}"
-                 for key in expected if key in found and found[key].shape != expected[key].shape]
-    if problems:
-        raise CheckpointError(f"{path}: the weights do not fit the model its params describe:\n  "
-                              + "\n  ".join(problems))
-    model.load_state_dict(found)
-    return model.to(device).eval(), checkpoint

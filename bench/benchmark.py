@@ -15,7 +15,7 @@ early stopping off so both modes run exactly ``--epochs`` epochs per fold) it me
 
 Modes (``bench/README.md`` explains them):
 
-* ``fast``: ``train.train_cv`` with ``engine="batched"`` (:mod:`aus_lib.engine`);
+* ``fast``: ``train.train_cv`` with ``engine="batched"`` (:mod:`aus_lib.schedule`);
 * ``reference``: the original design in this codebase: the packed model, one fold after the
   other, every clip parsed from its CSV with pandas on every access (a ``Dataset``), an extra
   evaluation pass over the training set after every epoch, and the whole model object pickled
@@ -43,11 +43,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from aus_lib import dataset, inference, openface, train
+from aus_lib import dataset, fold, inference, openface, schedule, train
 from aus_lib.config import Config, load_config
 from aus_lib.folds import assign_folds, make_folds
 from aus_lib.paths import PARAMS_DIR
-from aus_lib.train import FoldRun, FoldSplit, apply_normalization
+from aus_lib.checkpoints import apply_normalization
+from aus_lib.fold import FoldRun, FoldSplit
 
 PARAMS = PARAMS_DIR / "RAVDESS_AUs.json"
 PAPER_EPOCHS = 300  # the paper config's epochs: what the per-epoch figures are extrapolated to
@@ -71,7 +72,7 @@ class CsvClips(torch.utils.data.Dataset):
 
 
 class CsvTensors:
-    """:class:`aus_lib.train.FoldTensors`' interface, with every batch read from the CSV files."""
+    """:class:`aus_lib.fold.FoldTensors`' interface, with every batch read from the CSV files."""
 
     def __init__(self, clips: CsvClips, lengths: np.ndarray, normalization: dict | None,
                  device: torch.device) -> None:
@@ -102,7 +103,7 @@ class ReferenceFoldRun(FoldRun):
     def train_and_validate(self) -> tuple[float, float, dict]:
         train_loss, train_accuracy, val = super().train_and_validate()
         # The original evaluated the whole training set after every epoch (its metrics went to the log).
-        train.evaluate(self.model, self.tensors, self.split.train, self.weights)
+        fold.evaluate(self.model, self.tensors, self.split.train, self.weights)
         return train_loss, train_accuracy, val
 
     def record(self, train_loss: float, train_accuracy: float, val: dict, seconds: float) -> dict:
@@ -113,13 +114,13 @@ class ReferenceFoldRun(FoldRun):
 
 
 def reference_cv(cfg: Config, manifest, data: dataset.ClipData, run_dir: Path,
-                 on_epoch_end: train.EpochHook | None = None) -> list[train.FoldResult]:
+                 on_epoch_end: fold.EpochHook | None = None) -> list[fold.FoldResult]:
     """The K folds one after the other, each a :class:`ReferenceFoldRun`."""
-    device = train.resolve_device(cfg.device)
+    device = fold.resolve_device(cfg.device)
     results = []
-    with train.torch_settings(cfg):
+    with schedule.torch_settings(cfg):
         for k in range(1, cfg.kfolds + 1):
-            run = ReferenceFoldRun(cfg, data, list(manifest["path"]), k, train.split_fold(manifest, k, cfg),
+            run = ReferenceFoldRun(cfg, data, list(manifest["path"]), k, fold.split_fold(manifest, k, cfg),
                                    run_dir / f"fold_{k}", device)
             while not run.done:
                 row = run.run_epoch()
@@ -178,6 +179,7 @@ def phase_cv(args: argparse.Namespace) -> dict:
         torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
     if args.mode == "fast":
+        schedule.fix_mmap_threshold()  # as the CLI does: the measured peak memory assumes it
         result = train.train_cv(cfg, manifest, run_dir, data=data, progress=False, on_epoch_end=clock)
         histories = list(result.histories.values())
         table = result.table

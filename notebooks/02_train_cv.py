@@ -102,7 +102,7 @@ display(result.table.round(4))
 
 # %%
 for k in sorted(result.histories):
-    fold_dir = run_dir / f"fold_{k}"
+    fold_dir = runs.Run(run_dir).fold_dir(k)
     display(Image(filename=str(fold_dir / "learning_curve.png")))
     display(Image(filename=str(fold_dir / "confusion.png")))
 

@@ -60,8 +60,8 @@ cfg = load_config(resolve(params_file, REPO_ROOT), {"inference_data": inference_
                                 "kfolds": kfolds}, posteriors=True)
 print(describe(cfg))
 trained = resolve(cfg.TRAINED_PATH, REPO_ROOT)
-run = trained if (trained / "config.json").is_file() else runs.latest_run(trained)
-target = resolve(cfg.OUT_PATH, REPO_ROOT) if cfg.OUT_PATH else run / "posteriors"
+run = runs.Run.find(trained).dir
+target = resolve(cfg.OUT_PATH, REPO_ROOT) if cfg.OUT_PATH else runs.Run(run).posteriors
 print(f"Run: {run}\nPosterior files go to: {target}")
 
 # %%

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aus_lib import dataset, openface
+from aus_lib import checkpoints, dataset, openface
 from aus_lib.clipfiles import find_clips
 from aus_lib.paths import SHARED_DATA
 
@@ -153,7 +153,7 @@ def test_training_on_pyfeat_data_sizes_the_model_to_20_inputs(tiny_synthetic, ti
     assert cfg.input_size == 35
     result = train.train_cv(cfg, manifest, tmp_path / "run", folds={1: [1], 2: [2]}, progress=False)
     assert json.loads((tmp_path / "run" / "config.json").read_text())["input_size"] == 20
-    model, _ = train.load_checkpoint(tmp_path / "run" / "fold_1" / "checkpoint.pt")
+    model, _ = checkpoints.load_checkpoint(tmp_path / "run" / "fold_1" / "checkpoint.pt")
     assert model.cfg.input_size == 20
     long = inference.extract_posteriors(result.run_dir, "val", progress=False)
     assert len(long) == len(manifest)

@@ -113,3 +113,20 @@ def test_describe_mentions_the_selection_caveat():
 def test_demo_params_are_valid():
     cfg = load_config(PARAMS_DIR / "demo.json")
     assert cfg.epochs < 50
+
+
+def test_every_problem_of_a_file_is_named_at_once_with_its_key_path(tmp_path):
+    p = paper_params(); p["lr"] = "fast"; p["model_params"]["attention"]["dropout"] = 2
+    path = write(tmp_path, p)
+    with pytest.raises(ConfigError, match=r"model_params\.attention\.dropout=2 must be less than 1") as err:
+        load_config(path)
+    assert "key 'lr' must be a number" in str(err.value) and str(path) in str(err.value)
+
+
+def test_config_is_frozen_and_replace_validates_again():
+    cfg = load_config(PAPER)
+    with pytest.raises(AttributeError, match="frozen"):
+        cfg.lr = 0.1
+    assert cfg.replace(encoder_dim=8).to_params()["model_params"]["encoder"]["dim"] == 8
+    with pytest.raises(ConfigError, match="model_params.encoder.dim=0"):
+        cfg.replace(encoder_dim=0)

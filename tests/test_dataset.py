@@ -96,15 +96,16 @@ def test_subset_trims_padding(tiny_synthetic):
     assert sub.features.shape[1] == data.lengths[short].max()
 
 
-def test_clips_validated_in_this_process_are_not_parsed_again(tiny_synthetic, tmp_path, monkeypatch):
+def test_clips_validated_are_not_parsed_again_when_passed_and_only_then(tiny_synthetic, tmp_path, monkeypatch):
     from aus_lib import openface
 
-    m = dataset.build_manifest(tiny_synthetic, progress=False)
+    parsed = {}
+    m = dataset.build_manifest(tiny_synthetic, progress=False, parsed=parsed)
     calls = []
     real = openface.read_aus
     monkeypatch.setattr(openface, "read_aus", lambda p, *a, **k: calls.append(p) or real(p, *a, **k))
-    fresh = dataset.load_clips(m, cache=False, progress=False)
+    fresh = dataset.load_clips(m, cache=False, progress=False, parsed=parsed)
     assert calls == []
-    again = dataset.load_clips(m, cache=False, progress=False)  # the reuse is one-shot: now it reads
+    again = dataset.load_clips(m, cache=False, progress=False)  # nothing kept behind the caller's back
     assert len(calls) == len(m)
     np.testing.assert_array_equal(fresh.features, again.features)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from aus_lib import baselines, dataset, inference, normalize, runs, train
+from aus_lib import baselines, checkpoints, dataset, fold, inference, normalize, runs, train
 from aus_lib.config import ConfigError, load_config
 from aus_lib.folds import assign_folds
 from aus_lib.model import ModelConfig, Sequence1Modal
@@ -98,16 +98,16 @@ def test_actor_zscore_lifts_the_svc_on_the_real_24_actor_averages():
 def test_auto_inner_validation_holds_out_a_fifth_of_the_training_actors(n_train, expected):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        assert train.inner_val_count(n_train, "auto") == expected
+        assert fold.inner_val_count(n_train, "auto") == expected
 
 
 def test_few_remaining_training_actors_warn():
     with pytest.warns(UserWarning, match="leaving 1 to train on"):
-        train.inner_val_count(2, "auto", k=3)
+        fold.inner_val_count(2, "auto", k=3)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert train.inner_val_count(4, "auto") == 1  # 5 actors, one per fold: 3 remain, no warning
-        assert train.inner_val_count(19, 4) == 4
+        assert fold.inner_val_count(4, "auto") == 1  # 5 actors, one per fold: 3 remain, no warning
+        assert fold.inner_val_count(19, 4) == 4
 
 
 def test_a_single_training_actor_gives_a_stratified_clip_level_inner_split(clips):
@@ -115,7 +115,7 @@ def test_a_single_training_actor_gives_a_stratified_clip_level_inner_split(clips
     loao = assign_folds(manifest.drop(columns="fold").query("actor in (1, 2)").reset_index(drop=True),
                         {1: (1,), 2: (2,)})
     with pytest.warns(UserWarning, match="only one training actor"):
-        split = train.split_fold(loao, 1, honest_cfg())
+        split = fold.split_fold(loao, 1, honest_cfg())
     assert set(loao["actor"][split.train]) == set(loao["actor"][split.val]) == {2}
     assert set(loao["actor"][split.test]) == {1}
     per_emotion = loao.iloc[split.val]["emotion"].value_counts()
@@ -177,7 +177,7 @@ def test_refit_retrains_each_fold_for_the_epochs_the_inner_split_chose(clips, tm
         assert final["val_actors"] == [] and final["test_actors"] == list(FOLDS[k])
         assert len(pd.read_csv(tmp_path / "run" / f"fold_{k}" / "history.csv")) == final["best_epoch"]
     assert runs.is_done(tmp_path / "run")
-    assert (tmp_path / "run" / train.ACTOR_STATS_FILE).is_file()
+    assert (tmp_path / "run" / normalize.ACTOR_STATS_FILE).is_file()
     assert list(result.table.index[:2]) == [1, 2]
 
 
@@ -208,8 +208,8 @@ def test_inference_sees_the_inputs_training_saw(clips, tmp_path):
     long = inference.extract_posteriors(tmp_path / "run", "val", progress=False)
     for k in (1, 2):
         metrics = json.loads((tmp_path / "run" / f"fold_{k}" / "metrics.json").read_text())
-        fold = long[long["fold"] == k]
-        assert (fold["label"] == fold["prediction"]).mean() == pytest.approx(metrics["accuracy"])
+        of_k = long[long["fold"] == k]
+        assert (of_k["label"] == of_k["prediction"]).mean() == pytest.approx(metrics["accuracy"])
 
 
 # --- MiniRocket ----------------------------------------------------------------------------------------------
@@ -265,12 +265,12 @@ def test_an_ensemble_fold_averages_its_members_posteriors(clips, tmp_path):
         assert metrics["final_fit"] == "ensemble" and metrics["members"] == 3
         assert [c["params"]["seed"] for c in members] == [cfg.seed, cfg.seed + 1, cfg.seed + 2]
         assert all(c["test_actors"] == list(FOLDS[k]) for c in members)
-        fold = long[long["fold"] == k]
-        assert (fold["label"] == fold["prediction"]).mean() == pytest.approx(metrics["accuracy"])
-        probabilities = fold[[c for c in fold.columns if c.startswith("p_")]].to_numpy()
+        of_k = long[long["fold"] == k]
+        assert (of_k["label"] == of_k["prediction"]).mean() == pytest.approx(metrics["accuracy"])
+        probabilities = of_k[[c for c in of_k.columns if c.startswith("p_")]].to_numpy()
         np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-5)
-        with pytest.raises(train.CheckpointError, match="ensemble of 3"):
-            train.load_checkpoint(fold_dir / "checkpoint.pt")
+        with pytest.raises(checkpoints.CheckpointError, match="ensemble of 3"):
+            checkpoints.load_checkpoint(fold_dir / "checkpoint.pt")
 
 
 def test_ensemble_member_zero_is_the_single_model_run(clips, tmp_path):

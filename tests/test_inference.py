@@ -4,7 +4,7 @@ import torch
 
 from aus_lib import dataset, inference, posteriors
 from aus_lib.ravdess import LABELS
-from aus_lib.train import load_checkpoint
+from aus_lib.checkpoints import load_checkpoint
 
 
 def test_posterior_files_for_every_fold(tiny_run):

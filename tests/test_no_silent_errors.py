@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from aus_lib import dataset, folds, inference, openface, paths, runs, synthetic, train
+from aus_lib import checkpoints, dataset, fold, folds, inference, openface, paths, synthetic, train
 from aus_lib.cli import main
 from aus_lib.config import ConfigError, load_config
 from aus_lib.openface import AU_COLUMNS, AUFileError, AUFileWarning
@@ -174,7 +174,7 @@ def test_inference_refuses_a_checkpoint_of_another_fold(run_copy, tmp_path):
     one.rename(tmp_path / "swap.pt")
     two.rename(one)
     (tmp_path / "swap.pt").rename(two)
-    with pytest.raises(train.CheckpointError, match=r"checkpoint of fold 2, not fold 1; its test actors are"):
+    with pytest.raises(checkpoints.CheckpointError, match=r"checkpoint of fold 2, not fold 1; its test actors are"):
         inference.extract_posteriors(run_copy, "val", out_dir=tmp_path / "post", progress=False)
     assert not (tmp_path / "post").exists()
 
@@ -184,7 +184,7 @@ def test_inference_refuses_a_checkpoint_of_another_config(run_copy, tmp_path):
     ckpt = torch.load(path, weights_only=True)
     ckpt["params"]["lr"] = 0.1
     torch.save(ckpt, path)
-    with pytest.raises(train.CheckpointError, match=r"config differs .* in lr \(0.1 vs 0.005\)"):
+    with pytest.raises(checkpoints.CheckpointError, match=r"config differs .* in lr \(0.1 vs 0.005\)"):
         inference.extract_posteriors(run_copy, "val", out_dir=tmp_path / "post", progress=False)
 
 
@@ -196,7 +196,7 @@ def test_inference_refuses_a_checkpoint_of_changed_data(run_copy, tiny_synthetic
     inputs.to_csv(run_copy / "inputs.csv", index=False)
     clip = aus / os.path.basename(inputs["path"][0])
     clip.write_text(clip.read_text().replace("0.", "1.", 1))
-    with pytest.raises(train.CheckpointError, match="trained on other data"):
+    with pytest.raises(checkpoints.CheckpointError, match="trained on other data"):
         inference.extract_posteriors(run_copy, "val", out_dir=tmp_path / "post", progress=False)
 
 
@@ -215,7 +215,7 @@ def test_resume_refuses_a_state_made_from_other_data(user_aus, tiny_params, tmp_
         train.train_cv(cfg, manifest, tmp_path / "run", progress=False, on_epoch_end=stop)
     clip = first_clip(user_aus)
     clip.write_text(clip.read_text().replace("0.", "1.", 1))
-    with pytest.raises(train.TrainError, match=r"Cannot resume .*state.pt: it was made from other data"):
+    with pytest.raises(fold.TrainError, match=r"Cannot resume .*state.pt: it was made from other data"):
         train.train_cv(cfg, manifest, tmp_path / "run", progress=False)
 
 

@@ -4,8 +4,8 @@ import json
 import pytest
 
 from aus_lib import notebooks
-from aus_lib.notebooks import NOTEBOOKS, run_notebook
-from aus_lib.paths import NOTEBOOKS_DIR, REPO_ROOT
+from aus_lib.notebooks import run_notebook
+from aus_lib.paths import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 

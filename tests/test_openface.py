@@ -133,6 +133,14 @@ def test_write_then_read_round_trips_exactly_and_orders_columns(tmp_path):
     pd.testing.assert_frame_equal(back, df.astype("float64"))
 
 
+def test_written_files_get_the_permissions_open_would_give(tmp_path):
+    """Not the owner-only 0600 of a temporary file: converted AU files are for the whole group to read."""
+    reference = tmp_path / "reference.csv"
+    reference.write_text("x\n")
+    path = write_aus(pd.DataFrame([valid_row()] * 3, columns=list(AU_COLUMNS)), tmp_path / "clip.csv")
+    assert path.stat().st_mode & 0o777 == reference.stat().st_mode & 0o777
+
+
 def test_writer_refuses_to_overwrite_unless_asked(tmp_path):
     path = write_text(tmp_path, "keep me\n")
     aus = pd.DataFrame([valid_row()] * 3, columns=list(AU_COLUMNS))

@@ -8,7 +8,7 @@ import pytest
 
 from aus_lib import cli, dataset, inference, openface, posteriors, report
 from aus_lib.ravdess import EMOTIONS, LABELS
-from aus_lib.train import load_checkpoint
+from aus_lib.checkpoints import load_checkpoint
 
 from conftest import REAL_OPENFACE
 

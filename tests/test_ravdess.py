@@ -1,6 +1,8 @@
 import pytest
 
-from aus_lib.ravdess import EMOTIONS, LABELS, RavdessNameError, make_name, parse_name
+import numpy as np
+
+from aus_lib.ravdess import EMOTIONS, LABELS, RavdessNameError, emotion_name, emotion_names, make_name, parse_name
 
 
 def test_parse_name_decodes_all_fields():
@@ -38,3 +40,17 @@ def test_make_name_round_trip():
     name = make_name("disgust", 2, 1, 2, 17)
     c = parse_name(name)
     assert (c.emotion, c.intensity, c.statement, c.repetition, c.actor) == ("disgust", 2, 1, 2, 17)
+
+
+def test_emotion_name_reads_names_in_any_case_and_label_indices():
+    assert emotion_name(" Happy ") == "happy"
+    assert emotion_name(np.int64(LABELS.index("sad"))) == "sad"
+    assert list(emotion_names(["fear", 0])) == ["fear", LABELS[0]]
+
+
+@pytest.mark.parametrize("bad, message", [("joy", r"labels\[1\] = 'joy': unknown emotion 'joy'"),
+                                          (8, r"labels\[1\] = 8: emotion index out of range"),
+                                          (True, "unknown emotion True")])
+def test_emotion_names_refuse_what_is_no_emotion_naming_its_position(bad, message):
+    with pytest.raises(ValueError, match=message):
+        emotion_names(["calm", bad])

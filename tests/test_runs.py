@@ -97,3 +97,16 @@ def test_atomic_files_get_ordinary_permissions(tmp_path):
     reference = tmp_path / "b.txt"
     reference.write_text("x")
     assert path.stat().st_mode & 0o777 == reference.stat().st_mode & 0o777
+
+
+def test_run_find_follows_the_latest_pointer_of_a_folder_of_runs(tmp_path):
+    (tmp_path / "r1").mkdir()
+    runs.atomic_write_json(runs.Run(tmp_path / "r1").config_file, {})
+    runs.set_latest(tmp_path, tmp_path / "r1")
+    assert runs.Run.find(tmp_path) == runs.Run.find(tmp_path / "r1") == runs.Run(tmp_path / "r1")
+    assert runs.Run(tmp_path / "r1").checkpoint(2) == tmp_path / "r1" / "fold_2" / "checkpoint.pt"
+
+
+def test_run_read_names_the_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"config\.json is missing: .* is not a finished 02_train_cv run"):
+        runs.Run(tmp_path).read()

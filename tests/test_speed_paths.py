@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from aus_lib import dataset, engine, inference, train
+from aus_lib import checkpoints, dataset, fold, inference, schedule, train
 from aus_lib.config import load_config
 from aus_lib.folds import assign_folds, make_folds
 from aus_lib.model import DropoutNoise, ModelConfig, Sequence1Modal, lengths_to_mask
@@ -46,9 +46,9 @@ def cfg_of(**overrides):
     return load_config("params/RAVDESS_AUs.json", {**SMALL, **overrides})
 
 
-def each_fold_alone(cfg, manifest, data, out: Path, packed: bool = False) -> dict[int, train.FoldResult]:
-    with train.torch_settings(cfg):
-        return {k: train.train_fold(cfg, data, k, train.split_fold(manifest, k, cfg), out / f"fold_{k}",
+def each_fold_alone(cfg, manifest, data, out: Path, packed: bool = False) -> dict[int, fold.FoldResult]:
+    with schedule.torch_settings(cfg):
+        return {k: fold.train_fold(cfg, data, k, fold.split_fold(manifest, k, cfg), out / f"fold_{k}",
                                     packed=packed) for k in range(1, cfg.kfolds + 1)}
 
 
@@ -60,12 +60,12 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path / "checkpoint.pt", weights_only=True)["model"]
 
 
-def fold_runs(cfg, manifest, data, out: Path, resume: bool = False) -> list[train.FoldRun]:
-    return [train.FoldRun(cfg, data, k, train.split_fold(manifest, k, cfg), out / f"fold_{k}", packed=False,
+def fold_runs(cfg, manifest, data, out: Path, resume: bool = False) -> list[fold.FoldRun]:
+    return [fold.FoldRun(cfg, data, k, fold.split_fold(manifest, k, cfg), out / f"fold_{k}", packed=False,
                           device=torch.device("cpu"), resume=resume) for k in range(1, cfg.kfolds + 1)]
 
 
-def assert_close_folds(results: list[train.FoldResult], alone: dict[int, train.FoldResult], out: Path,
+def assert_close_folds(results: list[fold.FoldResult], alone: dict[int, fold.FoldResult], out: Path,
                        alone_out: Path) -> None:
     for result in results:
         k = result.fold
@@ -106,7 +106,7 @@ def test_fast_engine_matches_the_plain_engine_with_dropout(two_folds, tmp_path):
     for k in (1, 2):
         pd.testing.assert_frame_equal(comparable(fast.histories[k]), comparable(plain.histories[k]),
                                       atol=1e-4, rtol=0)
-        predictions = [inference.predict(train.load_checkpoint(tmp_path / run / f"fold_{k}" / "checkpoint.pt")[0],
+        predictions = [inference.predict(checkpoints.load_checkpoint(tmp_path / run / f"fold_{k}" / "checkpoint.pt")[0],
                                          data).predicted for run in ("plain", "fast")]
         np.testing.assert_array_equal(predictions[0], predictions[1])
 
@@ -134,8 +134,8 @@ def test_stacked_engine_matches_each_fold_alone(three_folds, tmp_path):
     cfg = cfg_of(kfolds=3, epochs=4, patience=1, preprocessor="standard")
     alone = each_fold_alone(cfg, manifest, data, tmp_path / "alone")
     assert min(len(r.history) for r in alone.values()) < 4, "no fold stopped early: the test lost its point"
-    assert len({len(train.split_fold(manifest, k, cfg).train) for k in (1, 2, 3)}) > 1
-    results = engine.train_stacked(fold_runs(cfg, manifest, data, tmp_path / "stacked"))
+    assert len({len(fold.split_fold(manifest, k, cfg).train) for k in (1, 2, 3)}) > 1
+    results = schedule.train_stacked(fold_runs(cfg, manifest, data, tmp_path / "stacked"))
     assert_close_folds(results, alone, tmp_path / "stacked", tmp_path / "alone")
 
 
@@ -149,10 +149,10 @@ def test_stacked_engine_resumes_where_it_was_interrupted(two_folds, tmp_path):
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        engine.train_stacked(fold_runs(cfg, manifest, data, tmp_path / "cut"), on_epoch_end=stop)
+        schedule.train_stacked(fold_runs(cfg, manifest, data, tmp_path / "cut"), on_epoch_end=stop)
     runs = fold_runs(cfg, manifest, data, tmp_path / "cut", resume=True)
     assert [len(run.history) for run in runs] == [2, 2]
-    assert_close_folds(engine.train_stacked(runs), alone, tmp_path / "cut", tmp_path / "alone")
+    assert_close_folds(schedule.train_stacked(runs), alone, tmp_path / "cut", tmp_path / "alone")
 
 
 @pytest.mark.parametrize("overrides", [{}, {"attention_context": True, "attention_activation": "relu",
@@ -163,14 +163,14 @@ def test_stacked_model_computes_each_folds_model(overrides):
     for seed in (1, 2, 3):
         torch.manual_seed(seed)
         models.append(Sequence1Modal(cfg, packed=False))
-    stacked = engine.StackedModel(models)
+    stacked = schedule.StackedModel(models)
     g = torch.Generator().manual_seed(0)
     lengths = torch.randint(2, 13, (3, 4), generator=g)
     x = torch.randn(3, 4, 12, 35, generator=g).masked_fill(~lengths_to_mask(lengths.flatten(), 12).view(3, 4, 12, 1), 0)
     rows = [4, 4, 2]  # fold 3 has only two real clips in this step
     for train_mode in (False, True):
         noises = [DropoutNoise(torch.Generator().manual_seed(10 + k), 12) for k in range(3)]
-        scales = engine.stacked_scales(stacked.dropout_sites(), noises, rows, 4, 12, x.device) if train_mode else ()
+        scales = schedule.stacked_scales(stacked.dropout_sites(), noises, rows, 4, 12, x.device) if train_mode else ()
         logits, attention = stacked.forward(x, lengths, train=train_mode, scales=scales)
         for k, model in enumerate(models):
             model.train(train_mode)
@@ -187,8 +187,8 @@ def test_stacked_adam_steps_each_fold_like_torch_adam():
     models = [Sequence1Modal(ModelConfig(encoder_dim=4), packed=False) for _ in range(2)]
     optimizers = [torch.optim.Adam(m.parameters(), lr=0.01, weight_decay=0.1) for m in models]
     runs = [type("Run", (), {"model": m, "optimizer": o})() for m, o in zip(models, optimizers)]
-    stacked = engine.StackedModel(models)
-    adam = engine.StackedAdam(stacked.params, runs)
+    stacked = schedule.StackedModel(models)
+    adam = schedule.StackedAdam(stacked.params, runs)
     active = np.array([[True, True], [False, True], [True, True]])
     step_sizes, corrections2 = adam.plan(active, torch.device("cpu"))
     for s in range(3):
@@ -245,5 +245,5 @@ def test_reference_mode_reads_the_csv_files_on_every_access(two_folds, monkeypat
     x, lengths, y = tensors.batch(np.array([3, 0]))
     tensors.batch(np.array([3]))
     assert reads == [manifest["path"][3], manifest["path"][0], manifest["path"][3]]
-    reference = train.fold_tensors(data, None, torch.device("cpu")).batch(np.array([3, 0]))
+    reference = fold.fold_tensors(data, None, torch.device("cpu")).batch(np.array([3, 0]))
     assert torch.equal(x, reference[0]) and torch.equal(lengths, reference[1]) and torch.equal(y, reference[2])

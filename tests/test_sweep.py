@@ -15,7 +15,7 @@ import numpy as np
 import optuna
 import pytest
 
-from aus_lib import folds, sweep, train
+from aus_lib import fold, folds, sweep
 from aus_lib.config import load_config
 
 SPACE = {"lr": {"low": 0.001, "high": 0.01, "log": True}, "model_params.encoder.dim": {"choices": [4, 8]}}
@@ -58,7 +58,7 @@ def test_a_trial_loads_only_the_training_actors_of_each_outer_fold(setup, monkey
         data, split = objective.fold_data(k, objective.base)
         assert not set(data.actors.tolist()) & set(test_actors)
         assert len(split.test) == 0
-        expected = train.split_fold(manifest, k, objective.base)
+        expected = fold.split_fold(manifest, k, objective.base)
         assert set(data.actors[split.val].tolist()) == set(manifest["actor"].to_numpy()[expected.val].tolist())
         assert set(data.actors[split.train].tolist()) == set(manifest["actor"].to_numpy()[expected.train].tolist())
 
@@ -92,7 +92,7 @@ def test_a_trial_is_never_pruned_at_its_last_epoch(setup):
 
 @pytest.mark.parametrize("space, message", [
     ({"model_params.encoder.dimm": {"choices": [4, 8]}}, "model_params.encoder.dimm"),
-    ({"model_params.encoder.dropout": {"low": 0.1, "high": 1.5}}, "must be in [0, 1)"),
+    ({"model_params.encoder.dropout": {"low": 0.1, "high": 1.5}}, "model_params.encoder.dropout=1.5 must be less than 1"),
     ({"lr": {"low": 0.1, "high": 0.01}}, "above high"),
     ({"lr": {"low": 0.0, "high": 0.01, "log": True}}, "log range needs low > 0"),
     ({"lr": {"min": 0.001, "max": 0.01}}, "unknown field"),

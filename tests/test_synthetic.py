@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aus_lib import openface, paths, synthetic
+from aus_lib import baselines, openface, paths, synthetic
 from aus_lib.openface import AU_COLUMNS, AU_INTENSITY, PROCESSED_SEP
 from aus_lib.ravdess import parse_name
 
@@ -247,19 +247,10 @@ def test_plot_real_vs_synthetic_saves_a_titled_png(tmp_path, two_actors):
 
 
 def test_static_baseline_is_above_chance_and_below_95_percent(tiny_synthetic):
-    accuracy = synthetic.static_baseline_accuracy(tiny_synthetic, "svc")
+    """The synthetic set is neither noise nor trivially separable from clip averages."""
+    table = baselines.average_table(tiny_synthetic)
+    accuracy = baselines.static_cv(table, "svc", 1.0, "minmax", folds={1: (1, 2), 2: (3, 4)}).attrs["pooled"]["accuracy"]
     assert 0.2 < accuracy < 0.95
-
-
-def test_static_baseline_needs_actors_from_two_folds(tmp_path):
-    synthetic.generate(tmp_path, actors=[2, 5])  # both test in the paper's fold 1
-    with pytest.raises(synthetic.SyntheticDataError, match="fewer than 2"):
-        synthetic.static_baseline_accuracy(tmp_path)
-
-
-def test_static_baseline_rejects_an_unknown_model(tiny_synthetic):
-    with pytest.raises(synthetic.SyntheticDataError, match="svc, mlp"):
-        synthetic.static_baseline_accuracy(tiny_synthetic, "forest")
 
 
 def test_ensure_default_regenerates_a_set_of_another_seed(tmp_path):

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from aus_lib import dataset, runs, train
+from aus_lib import checkpoints, dataset, fold, runs, schedule, train
 from aus_lib.config import load_config
 from aus_lib.folds import assign_folds, make_folds
 from aus_lib.model import Sequence1Modal
@@ -35,8 +36,8 @@ def clips(tiny_synthetic):
 def run_fold(clips, fold_dir, k=1, **overrides):
     manifest, data = clips
     cfg = make_cfg(**overrides)
-    with train.torch_settings(cfg):
-        return train.fold_trainer(cfg.engine)(cfg, data, k, train.split_fold(manifest, k, cfg), fold_dir)
+    with schedule.torch_settings(cfg):
+        return fold.train_fold(cfg, data, k, fold.split_fold(manifest, k, cfg), fold_dir, packed=cfg.engine == "plain")
 
 
 def comparable(history: pd.DataFrame) -> pd.DataFrame:
@@ -45,7 +46,7 @@ def comparable(history: pd.DataFrame) -> pd.DataFrame:
 
 # --- early stopping ------------------------------------------------------------------------------
 
-def feed(stopper: train.EarlyStopping, f1s) -> tuple[list[bool], int]:
+def feed(stopper: fold.EarlyStopping, f1s) -> tuple[list[bool], int]:
     """Step through scripted F1s like the training loop; (improved flags, epochs run)."""
     flags = []
     for epoch, f1 in enumerate(f1s, start=1):
@@ -56,39 +57,39 @@ def feed(stopper: train.EarlyStopping, f1s) -> tuple[list[bool], int]:
 
 
 def test_early_stopping_stops_after_patience_epochs_without_improvement():
-    stopper = train.EarlyStopping(patience=2)
+    stopper = fold.EarlyStopping(patience=2)
     flags, run = feed(stopper, [0.1, 0.3, 0.2, 0.3, 0.9, 0.95])
     assert flags == [True, True, False, False]
     assert run == 4 and stopper.best_epoch == 2 and stopper.best == 0.3
 
 
 def test_early_stopping_min_change_requires_a_margin():
-    stopper = train.EarlyStopping(patience=5, min_change=0.05)
+    stopper = fold.EarlyStopping(patience=5, min_change=0.05)
     flags, _ = feed(stopper, [0.1, 0.14, 0.16, 0.2])
     assert flags == [True, False, True, False]
     assert stopper.best_epoch == 3
 
 
 def test_early_stopping_base_must_be_beaten():
-    stopper = train.EarlyStopping(patience=3, base=0.5)
+    stopper = fold.EarlyStopping(patience=3, base=0.5)
     flags, run = feed(stopper, [0.3, 0.5, 0.4, 0.9])
     assert flags == [False, False, False]
     assert run == 3 and stopper.best_epoch is None
 
 
 def test_early_stopping_patience_minus_one_never_stops():
-    stopper = train.EarlyStopping(patience=-1)
+    stopper = fold.EarlyStopping(patience=-1)
     flags, run = feed(stopper, [0.5] + [0.1] * 200)
     assert run == 201 and flags.count(True) == 1 and not stopper.should_stop
 
 
 def test_early_stopping_state_dict_continues_identically():
     f1s = [0.2, 0.1, 0.3, 0.3, 0.25, 0.4, 0.1, 0.1]
-    whole = train.EarlyStopping(patience=3, min_change=0.01)
+    whole = fold.EarlyStopping(patience=3, min_change=0.01)
     expected = feed(whole, f1s)[0]
-    first = train.EarlyStopping(patience=3, min_change=0.01)
+    first = fold.EarlyStopping(patience=3, min_change=0.01)
     flags = feed(first, f1s[:3])[0]
-    second = train.EarlyStopping(patience=1)
+    second = fold.EarlyStopping(patience=1)
     second.load_state_dict(json.loads(json.dumps(first.state_dict())))  # a plain, JSON-able dict
     for epoch, f1 in enumerate(f1s[3:], start=4):
         if second.should_stop:
@@ -100,7 +101,7 @@ def test_early_stopping_state_dict_continues_identically():
 def test_training_loop_keeps_the_scripted_best_epoch_as_checkpoint(clips, tmp_path, monkeypatch):
     """Validation F1 scripted 0.2, 0.5, 0.4, 0.45 with patience 2: stop after epoch 4, keep epoch 2's weights."""
     script = iter([0.2, 0.5, 0.4, 0.45])
-    real_evaluate = train.evaluate
+    real_evaluate = fold.evaluate
     manifest, _ = clips
 
     def scripted(model, tensors, index, weights):
@@ -112,10 +113,10 @@ def test_training_loop_keeps_the_scripted_best_epoch_as_checkpoint(clips, tmp_pa
     def remember(k, epoch, row):
         saved[epoch] = torch.load(tmp_path / "fold" / "state.pt", weights_only=True)["model"]
 
-    monkeypatch.setattr(train, "evaluate", scripted)
+    monkeypatch.setattr(fold, "evaluate", scripted)
     cfg = make_cfg(epochs=10, patience=2)
-    with train.torch_settings(cfg):
-        result = train.train_fold(cfg, clips[1], 1, train.split_fold(manifest, 1, cfg), tmp_path / "fold",
+    with schedule.torch_settings(cfg):
+        result = fold.train_fold(cfg, clips[1], 1, fold.split_fold(manifest, 1, cfg), tmp_path / "fold",
                                   packed=False, on_epoch_end=remember)
     assert result.history["best"].tolist() == [True, True, False, False]
     assert result.metrics["best_epoch"] == 2 and result.metrics["epochs_run"] == 4
@@ -135,21 +136,21 @@ def test_a_base_no_epoch_beats_keeps_the_last_epoch_with_a_warning(clips, tmp_pa
 # --- class weights, normalization, splits -----------------------------------------------------------
 
 def test_class_weights_are_balanced_over_present_classes():
-    weights = train.class_weights(np.array([0, 0, 0, 1]), n_classes=3)
+    weights = fold.class_weights(np.array([0, 0, 0, 1]), n_classes=3)
     assert weights.tolist() == pytest.approx([4 / (2 * 3), 4 / (2 * 1), 0.0])
 
 
 def test_class_weights_equalize_each_class_total(clips):
     labels = clips[1].labels
-    weights = train.class_weights(labels).numpy()
+    weights = fold.class_weights(labels).numpy()
     totals = weights * np.bincount(labels, minlength=len(LABELS))
     assert totals == pytest.approx(np.full(len(LABELS), len(labels) / len(LABELS)))
 
 
 def test_normalization_is_fitted_on_the_training_part_only(clips):
     manifest, data = clips
-    split = train.split_fold(manifest, 1, make_cfg())
-    norm = train.fit_normalization(data, split.train, "standard")
+    split = fold.split_fold(manifest, 1, make_cfg())
+    norm = fold.fit_normalization(data, split.train, "standard")
     train_frames = np.concatenate([data.clip(i) for i in split.train])
     all_frames = np.concatenate([data.clip(i) for i in range(len(data))])
     assert norm["mean"].numpy() == pytest.approx(train_frames.mean(0), abs=1e-5)
@@ -158,7 +159,7 @@ def test_normalization_is_fitted_on_the_training_part_only(clips):
 
 def test_test_fold_selection_validates_on_the_test_fold(clips):
     manifest, _ = clips
-    train_idx, val_idx, test_idx = train.split_fold(manifest, 2, make_cfg(selection="test_fold"))
+    train_idx, val_idx, test_idx = fold.split_fold(manifest, 2, make_cfg(selection="test_fold"))
     assert np.array_equal(val_idx, test_idx)
     assert np.array_equal(test_idx, np.flatnonzero(manifest["fold"] == 2))
     assert np.array_equal(np.sort(np.concatenate([train_idx, test_idx])), np.arange(len(manifest)))
@@ -167,7 +168,7 @@ def test_test_fold_selection_validates_on_the_test_fold(clips):
 def test_inner_selection_holds_out_whole_training_actors(clips):
     manifest, _ = clips
     cfg = make_cfg(selection="inner", inner_val_actors=1)
-    train_idx, val_idx, test_idx = train.split_fold(manifest, 1, cfg)
+    train_idx, val_idx, test_idx = fold.split_fold(manifest, 1, cfg)
     actors = manifest["actor"].to_numpy()
     test_actors = set(actors[manifest["fold"] == 1])
     assert set(actors[test_idx]) == test_actors
@@ -175,13 +176,13 @@ def test_inner_selection_holds_out_whole_training_actors(clips):
     assert set(actors[val_idx]).isdisjoint(actors[train_idx])
     assert len(set(actors[val_idx])) == 1
     assert len(train_idx) + len(val_idx) + len(test_idx) == len(manifest)
-    again = train.split_fold(manifest, 1, cfg)
+    again = fold.split_fold(manifest, 1, cfg)
     assert np.array_equal(again.val, val_idx)
 
 
 def test_inner_selection_keeps_at_least_one_training_actor(clips):
     manifest, _ = clips
-    train_idx, val_idx, _ = train.split_fold(manifest, 1, make_cfg(selection="inner", inner_val_actors=4))
+    train_idx, val_idx, _ = fold.split_fold(manifest, 1, make_cfg(selection="inner", inner_val_actors=4))
     assert len(set(manifest["actor"].to_numpy()[train_idx])) == 1
     assert len(set(manifest["actor"].to_numpy()[val_idx])) == 1
 
@@ -190,26 +191,26 @@ def test_split_fold_accepts_clip_data_with_folds(clips):
     manifest, data = clips
     folds = {k: tuple(sorted(g["actor"].unique())) for k, g in manifest.groupby("fold")}
     cfg = make_cfg(selection="inner", inner_val_actors=1)
-    assert all(np.array_equal(a, b) for a, b in zip(train.split_fold(data, 2, cfg, folds=folds),
-                                                    train.split_fold(manifest, 2, cfg)))
-    with pytest.raises(train.TrainError, match="folds="):
-        train.split_fold(data, 2, cfg)
+    assert all(np.array_equal(a, b) for a, b in zip(fold.split_fold(data, 2, cfg, folds=folds),
+                                                    fold.split_fold(manifest, 2, cfg)))
+    with pytest.raises(fold.TrainError, match="folds="):
+        fold.split_fold(data, 2, cfg)
 
 
 def test_inner_training_sees_the_test_fold_only_in_the_final_evaluation(clips, tmp_path, monkeypatch):
     manifest, _ = clips
     cfg = make_cfg(selection="inner", inner_val_actors=1, epochs=2)
-    split = train.split_fold(manifest, 1, cfg)
+    split = fold.split_fold(manifest, 1, cfg)
     seen = []
-    real_evaluate = train.evaluate
+    real_evaluate = fold.evaluate
 
     def recording(model, tensors, index, weights):
         seen.append(np.asarray(index).copy())
         return real_evaluate(model, tensors, index, weights)
 
-    monkeypatch.setattr(train, "evaluate", recording)
-    with train.torch_settings(cfg):
-        result = train.train_fold(cfg, clips[1], 1, split, tmp_path / "fold", packed=False)
+    monkeypatch.setattr(fold, "evaluate", recording)
+    with schedule.torch_settings(cfg):
+        result = fold.train_fold(cfg, clips[1], 1, split, tmp_path / "fold", packed=False)
     assert len(seen) == 3
     assert all(np.array_equal(s, split.val) for s in seen[:2])
     assert np.array_equal(seen[2], split.test)
@@ -241,13 +242,6 @@ def test_another_seed_gives_another_history(clips, tmp_path):
     assert not first.history["train_loss"].equals(second.history["train_loss"])
 
 
-def test_batched_engine_matches_plain_engine(clips, tmp_path):
-    """Both encoder paths draw the same dropout masks (the paper's 0.3 everywhere), so they train alike."""
-    plain = run_fold(clips, tmp_path / "plain", epochs=2, engine="plain")
-    batched = run_fold(clips, tmp_path / "batched", epochs=2, engine="batched")
-    pd.testing.assert_frame_equal(comparable(plain.history), comparable(batched.history), atol=1e-4, rtol=0)
-
-
 def test_fold_result_does_not_depend_on_earlier_folds(clips, tmp_path):
     manifest, data = clips
     cfg = make_cfg(epochs=2)
@@ -265,17 +259,17 @@ def test_fold_result_does_not_depend_on_earlier_folds(clips, tmp_path):
 def test_checkpoint_round_trip_gives_identical_logits_and_metrics(clips, tmp_path):
     manifest, data = clips
     result = run_fold(clips, tmp_path / "fold", epochs=2, preprocessor="standard")
-    model, checkpoint = train.load_checkpoint(tmp_path / "fold" / "checkpoint.pt")
+    model, checkpoint = checkpoints.load_checkpoint(tmp_path / "fold" / "checkpoint.pt")
     cfg = make_cfg(preprocessor="standard")
     reference = Sequence1Modal(cfg.model_config(), packed=False)
     reference.load_state_dict(torch.load(tmp_path / "fold" / "checkpoint.pt", weights_only=True)["model"])
     reference.eval()
-    tensors = train.fold_tensors(data, checkpoint["normalization"], torch.device("cpu"))
+    tensors = fold.fold_tensors(data, checkpoint["normalization"], torch.device("cpu"))
     x, lengths, _ = tensors.batch(np.arange(10))
     with torch.no_grad():
         assert torch.equal(model(x, lengths)[0], reference(x, lengths)[0])
-    metrics, _, _ = train.evaluate(model, tensors, train.split_fold(manifest, 1, cfg).test,
-                                   train.class_weights(data.labels[train.split_fold(manifest, 1, cfg).train]))
+    metrics, _, _ = fold.evaluate(model, tensors, fold.split_fold(manifest, 1, cfg).test,
+                                   fold.class_weights(data.labels[fold.split_fold(manifest, 1, cfg).train]))
     assert metrics["accuracy"] == checkpoint["metrics"]["accuracy"] == result.metrics["accuracy"]
     assert checkpoint["labels"] == list(LABELS) and checkpoint["normalization"]["kind"] == "standard"
 
@@ -285,11 +279,23 @@ def test_load_checkpoint_names_mismatching_shapes(clips, tmp_path):
     checkpoint = torch.load(tmp_path / "fold" / "checkpoint.pt", weights_only=True)
     checkpoint["params"]["model_params"]["encoder"]["dim"] = 16
     torch.save(checkpoint, tmp_path / "bad.pt")
-    with pytest.raises(train.CheckpointError, match=r"encoder\.weight_ih_l0: checkpoint \(32, 35\) vs model \(64, 35\)"):
-        train.load_checkpoint(tmp_path / "bad.pt")
+    with pytest.raises(checkpoints.CheckpointError, match=r"encoder\.weight_ih_l0: checkpoint \(32, 35\) vs model \(64, 35\)"):
+        checkpoints.load_checkpoint(tmp_path / "bad.pt")
 
 
 # --- the run ------------------------------------------------------------------------------------------
+
+def test_train_cv_leaves_torch_settings_allocator_and_environment_as_they_were(clips, tmp_path, monkeypatch):
+    manifest, data = clips
+    monkeypatch.delenv(schedule.CUBLAS_WORKSPACE, raising=False)
+    monkeypatch.setattr(schedule, "fix_mmap_threshold", lambda *a: pytest.fail("process-wide allocator change"))
+    threads, environment = torch.get_num_threads(), dict(os.environ)
+    train.train_cv(make_cfg(epochs=1, deterministic=True, num_threads=2), manifest, tmp_path / "run", data=data,
+                   folds=[1], progress=False)
+    assert torch.get_num_threads() == threads
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert dict(os.environ) == environment
+
 
 def test_train_cv_writes_every_file(clips, tmp_path):
     manifest, data = clips
@@ -307,7 +313,7 @@ def test_train_cv_writes_every_file(clips, tmp_path):
         confusion = pd.read_csv(run / f"fold_{k}" / "confusion.csv", index_col=0)
         assert list(confusion.index) == list(LABELS) and list(confusion.columns) == list(LABELS)
         assert confusion.to_numpy().sum() == (manifest["fold"] == k).sum()
-        assert list(pd.read_csv(run / f"fold_{k}" / "history.csv").columns) == list(train.HISTORY_COLUMNS)
+        assert list(pd.read_csv(run / f"fold_{k}" / "history.csv").columns) == list(fold.HISTORY_COLUMNS)
     assert json.loads((run / "config.json").read_text()) == make_cfg(epochs=2).to_params()
     assert set(json.loads((run / "environment.json").read_text())) >= {"python", "torch", "numpy", "pandas", "sklearn",
                                                                       "device_name", "threads"}
@@ -361,7 +367,7 @@ def test_resume_skips_finished_folds(clips, tmp_path):
 def test_resume_refuses_a_run_with_other_settings(clips, tmp_path):
     manifest, data = clips
     train.train_cv(make_cfg(epochs=1), manifest, tmp_path / "run", data=data, folds=[1], progress=False)
-    with pytest.raises(train.TrainError, match="lr"):
+    with pytest.raises(fold.TrainError, match="lr"):
         train.train_cv(make_cfg(epochs=1, lr=0.5), manifest, tmp_path / "run", data=data, folds=[1], progress=False)
 
 
@@ -383,7 +389,7 @@ def test_run_fingerprint_guards_prepare_run_dir(clips, tmp_path):
 
 def test_train_cv_refuses_data_in_another_order(clips, tmp_path):
     manifest, data = clips
-    with pytest.raises(train.TrainError, match="does not match the manifest"):
+    with pytest.raises(fold.TrainError, match="does not match the manifest"):
         train.train_cv(make_cfg(epochs=1), manifest, tmp_path / "run", data=data.subset(np.arange(10)),
                        progress=False)
 
@@ -391,8 +397,8 @@ def test_train_cv_refuses_data_in_another_order(clips, tmp_path):
 # --- device -------------------------------------------------------------------------------------------
 
 def test_resolve_device(monkeypatch):
-    assert train.resolve_device("cpu") == torch.device("cpu")
+    assert fold.resolve_device("cpu") == torch.device("cpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert train.resolve_device("auto") == torch.device("cpu")
-    with pytest.raises(train.TrainError, match="CUDA is not available"):
-        train.resolve_device("cuda:0")
+    assert fold.resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(fold.TrainError, match="CUDA is not available"):
+        fold.resolve_device("cuda:0")

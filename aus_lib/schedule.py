@@ -1,32 +1,34 @@
-"""The fast engine (``engine="batched"``): the K folds of a cross-validation trained together.
+"""How the folds of a cross-validation are scheduled (``cfg.engine``); each fold is :mod:`aus_lib.fold`.
 
-Every fold computes exactly what :func:`aus_lib.train.train_fold` with the masked model computes
-when it trains that fold alone: the same initial weights, batches, dropout masks (per-epoch
-generators, never the global RNG) and optimizer steps. Only the execution differs:
+Every fold computes exactly what :func:`aus_lib.fold.train_fold` computes when it trains that
+fold alone: the same initial weights, batches, dropout masks (per-epoch generators, never the
+global RNG) and optimizer steps. Only the execution differs (:func:`run_folds` chooses):
 
-* CPU (:func:`train_interleaved`): a few worker threads, each running one epoch of one fold at
-  a time with one intra-op thread. The LSTM's small matrix products scale badly over threads
-  (and collapse when the cores are shared), while independent folds scale almost linearly;
-  with one intra-op thread per fold the results do not depend on the number of workers.
-  glibc's malloc is told to give buffers of :data:`MMAP_THRESHOLD` bytes or more straight
-  back to the system: otherwise it moves the LSTM's multi-MB buffers into the threads' heaps,
-  where they fragment (peak memory of a 5-fold CV 0.94-1.01 GB instead of 0.81-0.84 GB).
-* CUDA (:func:`train_stacked`): one computation for all folds. Their weights are stacked
-  ``[K, ...]``; each LSTM layer runs as one cuDNN call over a block-diagonal LSTM whose blocks
-  are (fold, direction) pairs, batches have a fixed shape (padded to the data set's longest
-  clip, masked), and the optimizer step is elementwise over the stack, so one Python step
-  trains every fold with no host synchronisation inside an epoch. It equals the per-fold
-  computation up to float rounding (different matrix shapes), within the tolerance the tests
-  state.
+* ``"plain"``: one fold after the other, packed model, in :func:`run_folds` itself.
+* ``"batched"`` (the default), CPU or CUDA (:func:`train_interleaved`): the masked model, a few
+  worker threads, each running one epoch of one fold at a time with one intra-op thread. The
+  LSTM's small matrix products scale badly over threads (and collapse when the cores are shared),
+  while independent folds scale almost linearly; with one intra-op thread per fold the results do
+  not depend on the number of workers.
+* ``"stacked"``, CUDA only and opt-in (:func:`train_stacked`): one computation for all folds.
+  Their weights are stacked ``[K, ...]``; each LSTM layer runs as one cuDNN call over a
+  block-diagonal LSTM whose blocks are (fold, direction) pairs, batches have a fixed shape (padded
+  to the data set's longest clip, masked), and the optimizer step is elementwise over the stack,
+  so one Python step trains every fold with no host synchronisation inside an epoch. It equals
+  the per-fold computation up to float rounding (different matrix shapes), within the tolerance
+  the tests state; it stays opt-in until a GPU measurement shows it right and faster.
+
+Every setting changed here (torch threads, determinism) is restored when the call returns.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import math
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -37,61 +39,104 @@ from tqdm.auto import tqdm
 from aus_lib import analysis
 from aus_lib.config import Config
 from aus_lib.dataset import ClipData
+from aus_lib.fold import (EpochHook, FoldJob, FoldResult, FoldRun, TrainError, batch_order, epoch_noise, fold_seed,
+                          report_epoch, train_fold)
 from aus_lib.model import DropoutNoise, Sequence1Modal, dropout_scale, lengths_to_mask, reverse_within_lengths
-from aus_lib.train import (EpochHook, FoldJob, FoldResult, FoldRun, batch_order, epoch_noise,
-                           fold_seed, report_epoch)
 
 # Devices on which the folds are stacked into one computation; elsewhere they are interleaved.
 STACKED_DEVICES = ("cuda",)
 STACKED_EVAL_BATCH = 256    # clips per fold in one stacked validation batch (a GPU wants large ones)
 MMAP_THRESHOLD = 16 * 2**20  # bytes; measured: 8-24 MB give the same peak, at no clear cost in time
 _M_MMAP_THRESHOLD = -3       # mallopt's parameter number (glibc malloc.h)
+CUBLAS_WORKSPACE = "CUBLAS_WORKSPACE_CONFIG"
+
+
+@contextlib.contextmanager
+def torch_settings(cfg: Config) -> Iterator[None]:
+    """Apply cfg.deterministic and cfg.num_threads for the duration of a run, then restore them,
+    and the environment: deterministic mode sets a cuBLAS variable, and torch sets some of its own
+    (``TORCHINDUCTOR_CACHE_DIR`` when deterministic mode loads the inductor config)."""
+    old_deterministic = torch.are_deterministic_algorithms_enabled()
+    old_threads = torch.get_num_threads()
+    old_benchmark = torch.backends.cudnn.benchmark
+    old_environment = dict(os.environ)
+    if cfg.deterministic:
+        # cuBLAS refuses deterministic mode without a fixed workspace; harmless on the CPU.
+        os.environ.setdefault(CUBLAS_WORKSPACE, ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(old_deterministic)
+        torch.set_num_threads(old_threads)
+        torch.backends.cudnn.benchmark = old_benchmark
+        for name in set(os.environ) - set(old_environment):
+            del os.environ[name]
+        os.environ.update(old_environment)
+
+ENGINES = ("plain", "batched", "stacked")
+
+
+def run_folds(cfg: Config, data: ClipData, jobs: Sequence[FoldJob], *, device: torch.device, resume: bool = True,
+              bar: tqdm | None = None, on_epoch_end: EpochHook | None = None) -> list[FoldResult]:
+    """Train every job's fold for ``cfg.engine``; results in the order of ``jobs``.
+
+    ``"plain"``: one fold after another with :func:`aus_lib.fold.train_fold` (packed model).
+    ``"batched"``: the folds side by side (:func:`train_interleaved`); ``"stacked"``: stacked into
+    one CUDA computation (:func:`train_stacked`). Each fold's epochs are
+    :meth:`aus_lib.fold.FoldRun.run_epoch`, with the same per-fold results under every engine.
+    """
+    if cfg.engine not in ENGINES:
+        raise TrainError(f"engine={cfg.engine!r}: use one of {list(ENGINES)}.")
+    if cfg.engine == "plain":  # one at a time, so only one fold's tensors are on the device
+        return [train_fold(job.cfg or cfg, data, job.k, job.split, job.fold_dir, packed=True, device=device,
+                           resume=resume, bar=bar, epochs=job.epochs, on_epoch_end=on_epoch_end) for job in jobs]
+    if cfg.engine == "stacked":
+        # Opt-in until a GPU measurement shows it right and faster than folds side by side.
+        if device.type not in STACKED_DEVICES:
+            raise TrainError(f"engine='stacked' stacks the folds into one CUDA computation, but the device is "
+                             f"{device}. Use engine='batched' on the CPU.")
+        if cfg.attention_input_stats or cfg.final_fit != "inner":
+            raise TrainError("engine='stacked' supports neither model_params.attention.input_stats nor "
+                             "final_fit='refit' or 'ensemble'; use engine='batched'.")
+    if not jobs:
+        return []
+    fold_runs = [FoldRun(job.cfg or cfg, data, job.k, job.split, job.fold_dir, packed=False, device=device,
+                         resume=resume, epochs=job.epochs) for job in jobs]
+    if bar is not None:
+        bar.update(sum(len(run.history) for run in fold_runs))
+    train = train_stacked if cfg.engine == "stacked" else train_interleaved
+    results = train(fold_runs, bar=bar, on_epoch_end=on_epoch_end)
+    if bar is not None:
+        bar.update(sum(run.epochs - len(run.history) for run in fold_runs))  # epochs skipped by early stopping
+    return results
 
 
 class _Cancelled(Exception):
     """Another worker failed or the run was interrupted: stop at the next epoch boundary."""
 
 
-def train_together(cfg: Config, data: ClipData, jobs: Sequence[FoldJob], *, device: torch.device,
-                   resume: bool = True, bar: tqdm | None = None,
-                   on_epoch_end: EpochHook | None = None) -> list[FoldResult]:
-    """Train ``jobs``' folds side by side on ``device``; results in the order of ``jobs``."""
-    if not jobs:
-        return []
-    runs = [FoldRun(job.cfg or cfg, data, job.k, job.split, job.fold_dir, packed=False, device=device,
-                    resume=resume, epochs=job.epochs) for job in jobs]
-    if bar is not None:
-        bar.update(sum(len(run.history) for run in runs))
-    if cfg.engine == "stacked":
-        # Opt-in until a GPU measurement shows it right and faster than folds side by side.
-        if device.type not in STACKED_DEVICES:
-            raise ValueError(f"engine='stacked' stacks the folds into one CUDA computation, but the device is "
-                             f"{device}. Use engine='batched' on the CPU.")
-        if cfg.attention_input_stats or cfg.final_fit != "inner":
-            raise ValueError("engine='stacked' supports neither model_params.attention.input_stats nor "
-                             "final_fit='refit' or 'ensemble'; use engine='batched'.")
-        results = train_stacked(runs, bar=bar, on_epoch_end=on_epoch_end)
-    else:
-        results = train_interleaved(runs, bar=bar, on_epoch_end=on_epoch_end)
-    if bar is not None:
-        bar.update(sum(run.epochs - len(run.history) for run in runs))  # epochs skipped by early stopping
-    return results
-
-
-# --- CPU: folds interleaved over worker threads ------------------------------------------------------
+# --- CPU: folds interleaved over worker threads -----------------------------------------------
 
 def cpu_workers(n_folds: int) -> int:
     """How many folds train at once: one per thread torch may use (``cfg.num_threads`` once
-    :func:`aus_lib.train.torch_settings` applied it), at most one per fold."""
+    :func:`torch_settings` applied it), at most one per fold."""
     return max(1, min(n_folds, torch.get_num_threads()))
+
 
 
 def fix_mmap_threshold(nbytes: int = MMAP_THRESHOLD) -> bool:
     """Have glibc serve allocations of ``nbytes`` or more with their own mappings, returned on free.
 
     By default glibc raises that threshold each time such a buffer is freed, so later ones come
-    from the (per-thread) heaps and fragment them. Process-wide and lasting; skipped where the C
-    library is not glibc or the user set ``MALLOC_MMAP_THRESHOLD_``. True when applied.
+    from the (per-thread) heaps and fragment them, and folds trained side by side on the CPU peak
+    higher (a 5-fold CV: 0.94-1.01 GB instead of 0.81-0.84 GB). Process-wide and lasting (glibc
+    cannot go back to its adaptive threshold), so it is opt-in: the ``aus-emotion`` CLI and the
+    benchmark call it, a user's Jupyter kernel is left alone. Skipped where the C library is not
+    glibc or the user set ``MALLOC_MMAP_THRESHOLD_``. True when applied.
     """
     if "MALLOC_MMAP_THRESHOLD_" in os.environ:
         return False
@@ -100,6 +145,7 @@ def fix_mmap_threshold(nbytes: int = MMAP_THRESHOLD) -> bool:
     except (OSError, AttributeError):
         return False
     return bool(mallopt(_M_MMAP_THRESHOLD, nbytes))
+
 
 
 def train_interleaved(runs: Sequence[FoldRun], *, workers: int | None = None, bar: tqdm | None = None,
@@ -160,7 +206,6 @@ def train_interleaved(runs: Sequence[FoldRun], *, workers: int | None = None, ba
                 lock.notify_all()
             raise
 
-    fix_mmap_threshold()
     threads_before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -179,7 +224,7 @@ def train_interleaved(runs: Sequence[FoldRun], *, workers: int | None = None, ba
     return [results[i] for i in range(len(runs))]
 
 
-# --- CUDA: folds stacked into one computation --------------------------------------------------------
+# --- CUDA: folds stacked into one computation -------------------------------------------------
 
 class StackedModel:
     """K copies of :class:`~aus_lib.model.Sequence1Modal` (one per fold) as one computation.
@@ -294,6 +339,7 @@ class StackedModel:
         return sites
 
 
+
 def stacked_scales(sites: Sequence[tuple[float, int]], noises: Sequence[DropoutNoise | None],
                    rows: Sequence[int], batch: int, frames: int, device: torch.device) -> list[torch.Tensor]:
     """Every dropout factor of one stacked step: fold k draws its own rows from its own generator,
@@ -306,6 +352,7 @@ def stacked_scales(sites: Sequence[tuple[float, int]], noises: Sequence[DropoutN
                 scale[k, :n] = dropout_scale(n, frames, (features,), p, noise, device)
         scales.append(scale)
     return scales
+
 
 
 class StackedAdam:
@@ -373,6 +420,7 @@ class StackedAdam:
                                           "exp_avg_sq": self.exp_avg_sq[name][k].clone()}
 
 
+
 def clip_stacked_grad_norm(params: dict[str, torch.Tensor], max_norm: float) -> None:
     """``clip_grad_norm_`` for each fold of stacked parameters: fold k's norm over its own gradients."""
     grads = [p.grad for p in params.values()]
@@ -381,6 +429,7 @@ def clip_stacked_grad_norm(params: dict[str, torch.Tensor], max_norm: float) -> 
     coef = (max_norm / (norms + 1e-6)).clamp(max=1.0)
     for g in grads:
         g.mul_(coef.view((-1,) + (1,) * (g.dim() - 1)))
+
 
 
 def _epoch_plan(runs: Sequence[FoldRun], batch: int) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
@@ -399,10 +448,11 @@ def _epoch_plan(runs: Sequence[FoldRun], batch: int) -> tuple[list[np.ndarray], 
     return orders, index, rows
 
 
+
 @torch.no_grad()
 def _evaluate_stacked(model: StackedModel, features: torch.Tensor, runs: Sequence[FoldRun],
                       class_weights: torch.Tensor) -> list[dict]:
-    """Validation metrics (with the weighted loss) of every fold, as :func:`aus_lib.train.evaluate`."""
+    """Validation metrics (with the weighted loss) of every fold, as :func:`aus_lib.fold.evaluate`."""
     device = features.device
     folds = len(runs)
     size = max(len(run.split.val) for run in runs)
@@ -433,6 +483,7 @@ def _evaluate_stacked(model: StackedModel, features: torch.Tensor, runs: Sequenc
         metrics["loss"] = float(losses[k])
         results.append(metrics)
     return results
+
 
 
 def train_stacked(runs: Sequence[FoldRun], *, bar: tqdm | None = None,
