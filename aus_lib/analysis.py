@@ -271,16 +271,16 @@ def _clip_weights(att, n_frames: int | None, where: str) -> np.ndarray:
     return w / w.sum()
 
 
-def _frames_array(frames, i: int) -> np.ndarray:
+def _frames_array(frames, i: int) -> tuple[np.ndarray, list[str]]:
+    """(frames x AUs, AU names) of one clip: a frame table keeps its own AU columns (OpenFace or
+    py-feat); a bare array must hold the 35 AU_COLUMNS in order."""
     if isinstance(frames, pd.DataFrame):
-        missing = [c for c in AU_COLUMNS if c not in frames.columns]
-        if missing:
-            raise ValueError(f"clip {i}: the frame table lacks AU column(s) {missing[:5]}{'...' if len(missing) > 5 else ''}.")
-        return frames[list(AU_COLUMNS)].to_numpy(dtype=np.float64)
+        return frames.to_numpy(dtype=np.float64), [str(c) for c in frames.columns]
     x = np.asarray(frames, dtype=np.float64)
     if x.ndim != 2 or x.shape[1] != len(AU_COLUMNS):
-        raise ValueError(f"clip {i}: frames must be (n_frames, {len(AU_COLUMNS)}) in AU_COLUMNS order; got {x.shape}.")
-    return x
+        raise ValueError(f"clip {i}: frames must be (n_frames, {len(AU_COLUMNS)}) in AU_COLUMNS order, or a table with "
+                         f"named AU columns; got {x.shape}.")
+    return x, list(AU_COLUMNS)
 
 
 def attention_au_importance(frames: Sequence, attentions: Sequence, labels, relative: bool = False) -> pd.DataFrame:
@@ -290,19 +290,25 @@ def attention_au_importance(frames: Sequence, attentions: Sequence, labels, rela
     (normalised to sum to 1), then these clip vectors are averaged over the clips of each
     emotion, so every clip counts once. With ``relative=True`` the plain (unweighted) per-clip
     frame mean is subtracted first: positive values mark AUs that are stronger in the frames the
-    model attends to. Rows in EMOTIONS order (NaN for emotions without clips), columns AU_COLUMNS.
+    model attends to. Rows in EMOTIONS order (NaN for emotions without clips), columns the clips'
+    AU columns (AU_COLUMNS for bare arrays).
     """
     names = emotion_names(labels)
     if not len(frames) == len(attentions) == len(names):
         raise ValueError(f"Got {len(frames)} frame arrays, {len(attentions)} attention arrays and {len(names)} labels; "
                          "pass one of each per clip.")
-    rows = []
+    rows, columns = [], None
     for i, (x, att) in enumerate(zip(frames, attentions)):
-        x = _frames_array(x, i)
+        x, aus = _frames_array(x, i)
+        if columns is not None and aus != columns:
+            raise ValueError(f"clip {i}: AU columns {aus[:3]}... differ from the first clip's {columns[:3]}...; "
+                             "every clip must hold the same AU set.")
+        columns = aus
         w = _clip_weights(att, x.shape[0], f"clip {i}")
         v = w @ x
         rows.append(v - x.mean(axis=0) if relative else v)
-    table = pd.DataFrame(np.array(rows).reshape(len(rows), len(AU_COLUMNS)), columns=list(AU_COLUMNS))
+    columns = columns or list(AU_COLUMNS)
+    table = pd.DataFrame(np.array(rows).reshape(len(rows), len(columns)), columns=columns)
     table["emotion"] = names
     out = table.groupby("emotion").mean().reindex(list(EMOTIONS))
     out.index.name = "emotion"

@@ -27,7 +27,7 @@ from sklearn.svm import SVC
 from aus_lib import normalize
 from aus_lib.analysis import summarize_predictions
 from aus_lib.folds import PAPER_FOLDS, check_folds
-from aus_lib.openface import AU_COLUMNS, PROCESSED_SEP, read_aus
+from aus_lib.openface import AU_COLUMNS, AU_SETS, PROCESSED_SEP, PYFEAT_AU_COLUMNS, read_aus
 from aus_lib.ravdess import EMOTIONS, LABELS, RavdessNameError, clip_stem, parse_name
 from aus_lib.runs import atomic_path
 
@@ -131,15 +131,23 @@ def _name_column(df: pd.DataFrame, where: str) -> str:
     raise ValueError(f"{where} has no clip-name column; add one named 'name' or 'clip' holding the RAVDESS clip names.")
 
 
+def feature_columns(df: pd.DataFrame, where: str) -> list[str]:
+    """The AU set of a per-clip table: the 35 OpenFace columns, or py-feat's 20 AU probabilities."""
+    for columns in AU_SETS.values():
+        if all(c in df.columns for c in columns):
+            return list(columns)
+    missing = [c for c in AU_COLUMNS if c not in df.columns]
+    raise ValueError(f"{where} lacks AU column(s) {missing[:6]}{'...' if len(missing) > 6 else ''}; it needs all 35 "
+                     f"AU_COLUMNS or py-feat's {len(PYFEAT_AU_COLUMNS)} AU columns (per-clip averages).")
+
+
 def _prepare(table: pd.DataFrame | str | os.PathLike) -> pd.DataFrame:
-    """clip, actor, code (RAVDESS emotion code - 1) and the 35 AU columns, rows in table order."""
+    """clip, actor, code (RAVDESS emotion code - 1) and the AU columns, rows in table order
+    (``df.attrs["features"]`` names the AU columns)."""
     where = f"{table}" if isinstance(table, (str, os.PathLike)) else "the table"
     df = read_average_table(table) if isinstance(table, (str, os.PathLike)) else table
     name_col = _name_column(df, where)
-    missing = [c for c in AU_COLUMNS if c not in df.columns]
-    if missing:
-        raise ValueError(f"{where} lacks AU column(s) {missing[:6]}{'...' if len(missing) > 6 else ''}; "
-                         "it needs all 35 AU_COLUMNS (per-clip averages).")
+    columns = feature_columns(df, where)
     actors, codes = [], []
     for row, name in enumerate(df[name_col]):
         try:
@@ -152,13 +160,14 @@ def _prepare(table: pd.DataFrame | str | os.PathLike) -> pd.DataFrame:
     dup = out["clip"][out["clip"].duplicated()].unique()
     if len(dup):
         raise ValueError(f"{where}: clip(s) {list(dup[:5])} appear more than once; keep one row per clip.")
-    features = _numeric(df[list(AU_COLUMNS)])
+    features = _numeric(df[columns])
     bad = np.argwhere(~np.isfinite(features))
     if len(bad):
         r, c = bad[0]
         raise ValueError(f"{where}: {len(bad)} missing or non-numeric AU value(s), first at clip {out['clip'][r]}, "
-                         f"column {AU_COLUMNS[c]}; recompute the averages or drop the clip.")
-    out[list(AU_COLUMNS)] = features
+                         f"column {columns[c]}; recompute the averages or drop the clip.")
+    out[columns] = features
+    out.attrs["features"] = columns
     return out
 
 
@@ -235,11 +244,12 @@ def static_cv_predictions(table: pd.DataFrame | str | os.PathLike, model: str, p
     included), before ``norm``'s scaler, which is fitted on the training clips as always.
     """
     data = _prepare(table)
-    data = normalize.normalize_table(data, AU_COLUMNS, data["actor"].to_numpy(), actor_normalization)
+    columns = data.attrs["features"]
+    data = normalize.normalize_table(data, columns, data["actor"].to_numpy(), actor_normalization)
     make_classifier(model, param)  # fail on a bad model, param or norm before any fitting
     _scaler(norm)
     chosen = _folds(folds, sorted(data["actor"].unique().tolist()))
-    X_all = data[list(AU_COLUMNS)].to_numpy(dtype=np.float64)
+    X_all = data[columns].to_numpy(dtype=np.float64)
     y_all = data["code"].to_numpy()
     parts = []
     for k in sorted(chosen):

@@ -14,7 +14,6 @@ import numpy as np
 import pandas as pd
 
 from aus_lib import analysis, baselines, dataset, folds, plots, posteriors
-from aus_lib.openface import AU_COLUMNS
 from aus_lib.ravdess import EMOTIONS
 from aus_lib.runs import Run, atomic_write_csv
 
@@ -116,7 +115,7 @@ def per_emotion_recall(post: RunPosteriors) -> pd.DataFrame:
 def clip_averages(data: dataset.ClipData) -> pd.DataFrame:
     """Per-clip mean of each AU column (the static models' input), with the clip name."""
     sums = data.features.sum(axis=1, dtype=np.float64)
-    table = pd.DataFrame(sums / data.lengths[:, None], columns=list(AU_COLUMNS))
+    table = pd.DataFrame(sums / data.lengths[:, None], columns=list(data.columns))
     table["name"] = data.names
     return table
 
@@ -195,7 +194,7 @@ def attention_items(post: RunPosteriors, data: dataset.ClipData, fold: int | Non
             if i is None:
                 raise KeyError(f"Clip {row.clip} of {post.folder} is not in the loaded data; load the AU folder "
                                "the run was trained on.")
-            aus = data.clip(i)
+            aus = pd.DataFrame(data.clip(i), columns=list(data.columns))  # named: OpenFace or py-feat AUs
             att = np.asarray(row.attentions, dtype=np.float64)[: len(aus)]
             items.append({"clip": row.clip, "fold": k, "aus": aus, "attention": att,
                           "true": row.y, "pred": row.y_hat})

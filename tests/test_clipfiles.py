@@ -157,6 +157,16 @@ def test_training_on_pyfeat_data_sizes_the_model_to_20_inputs(tiny_synthetic, ti
     assert model.cfg.input_size == 20
     long = inference.extract_posteriors(result.run_dir, "val", progress=False)
     assert len(long) == len(manifest)
+    # 04's analysis works on the 20 py-feat AUs too: baselines, attention figures, AU importance.
+    from aus_lib import report
+
+    post = report.load_posteriors(result.run_dir, None, "val")
+    data = dataset.load_clips(post.manifest, progress=False)
+    baselines = report.static_baselines(post.manifest, data, minirocket=False)
+    assert len(baselines) == 2 * len(report.STATIC_BASELINES)
+    figures = report.attention_figures(post, data)
+    importance = pd.read_csv(tmp_path / "run" / "fold_1" / "attention_au_importance.csv", index_col=0)
+    assert list(importance.columns) == list(openface.PYFEAT_AU_COLUMNS) and figures
 
 
 def test_qc_summary_of_processed_files_has_no_empty_rows(tiny_synthetic):
