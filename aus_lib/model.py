@@ -76,15 +76,45 @@ def lengths_to_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
     return steps.unsqueeze(0) < lengths.unsqueeze(1)
 
 
-def reverse_within_lengths(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+def reversal_index(lengths: torch.Tensor, frames: int) -> torch.Tensor:
+    """LongTensor[B * frames]: for each row of x[B, frames, F] viewed as [B * frames, F], the row it
+    takes when each clip's first ``lengths[b]`` frames are reversed (padding maps to itself).
+    A permutation that is its own inverse."""
+    steps = torch.arange(frames, device=lengths.device).unsqueeze(0)
+    lengths = lengths.unsqueeze(1)
+    within = torch.where(steps < lengths, lengths - 1 - steps, steps)
+    return (within + frames * torch.arange(len(lengths), device=lengths.device).unsqueeze(1)).reshape(-1)
+
+
+class _Reverse(torch.autograd.Function):
+    """Rows of x[B, T, F] permuted by a self-inverse row index (:func:`reversal_index`).
+
+    Whole rows are copied (``index_select``: about 3x faster than ``gather`` with a per-element
+    index), and the gradient is permuted by the same index rather than scatter-added (each row
+    receives exactly one gradient, so the values are the same).
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(index)
+        return x.reshape(-1, x.size(2)).index_select(0, index).view(x.shape)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (index,) = ctx.saved_tensors
+        return grad.reshape(-1, grad.size(2)).index_select(0, index).view(grad.shape), None
+
+
+def reverse_within_lengths(x: torch.Tensor, lengths: torch.Tensor | None = None, *,
+                           index: torch.Tensor | None = None) -> torch.Tensor:
     """Reverse each clip's first ``lengths[b]`` frames of x[B, T, F]; padding stays in place.
 
-    Applying it twice gives x back.
+    Applying it twice gives x back. ``index`` (from :func:`reversal_index`) may be passed instead
+    of ``lengths`` so that a model reversing several tensors of one batch builds it once.
     """
-    steps = torch.arange(x.size(1), device=x.device).unsqueeze(0)
-    lengths = lengths.to(x.device).unsqueeze(1)
-    index = torch.where(steps < lengths, lengths - 1 - steps, steps)
-    return x.gather(1, index.unsqueeze(2).expand_as(x))
+    if index is None:
+        index = reversal_index(lengths.to(x.device), x.size(1))
+    return _Reverse.apply(x, index)
 
 
 @dataclass
@@ -109,7 +139,9 @@ def dropout_scale(rows: int, frames: int, features: tuple[int, ...], p: float, n
         raise ValueError(f"DropoutNoise.frames={noise.frames} is shorter than the batch ({frames} frames); "
                          "draw the noise at the data set's padded length.")
     draws = torch.rand((rows, noise.frames, *features), generator=noise.generator, device=device)
-    return (draws[:, :frames] >= p).to(torch.float32) * (1.0 / (1.0 - p))
+    # Scaled in place: a third less time than an out-of-place multiply (torch.where with scalars: twice as
+    # long); the same float32 values, 0 or 1 / (1 - p).
+    return draws[:, :frames].ge(p).to(torch.float32).mul_(1.0 / (1.0 - p))
 
 
 def dropout(x: torch.Tensor, p: float, training: bool, noise: DropoutNoise | None = None) -> torch.Tensor:
@@ -272,17 +304,17 @@ class Sequence1Modal(nn.Module):
                        noise: DropoutNoise | None) -> torch.Tensor:
         """Same result as the packed path on real frames, zeros on padded ones (as packing gives)."""
         keep = mask.unsqueeze(2)
-        lengths = lengths.to(x.device)
         directions = ("", "_reverse") if self.cfg.bidirectional else ("",)
+        index = reversal_index(lengths.to(x.device), x.size(1)) if self.cfg.bidirectional else None
         h = x
         for layer in range(self.cfg.encoder_layers):
             if layer > 0:
                 h = dropout(h, self.encoder.dropout, self.training, noise)
             outputs = []
             for suffix in directions:
-                inp = reverse_within_lengths(h, lengths) if suffix else h
+                inp = reverse_within_lengths(h, index=index) if suffix else h
                 out = self._run_direction(inp, layer, suffix)
-                outputs.append(reverse_within_lengths(out, lengths) if suffix else out)
+                outputs.append(reverse_within_lengths(out, index=index) if suffix else out)
             # A forward LSTM on right-padded input is exact on real frames; padded ones are junk.
             h = torch.cat(outputs, dim=2).masked_fill(~keep, 0.0)
         return h

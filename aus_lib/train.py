@@ -45,11 +45,11 @@ class CVResult:
 
 
 def environment(device: torch.device) -> dict:
-    import sklearn
+    from importlib.metadata import version  # importing scikit-learn for its version would cost ~70 MB
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else (platform.processor() or platform.machine())
     return {"python": sys.version.split()[0], "torch": torch.__version__, "numpy": np.__version__,
-            "pandas": pd.__version__, "sklearn": sklearn.__version__, "platform": platform.platform(),
+            "pandas": pd.__version__, "sklearn": version("scikit-learn"), "platform": platform.platform(),
             "device": str(device), "device_name": name, "threads": torch.get_num_threads()}
 
 

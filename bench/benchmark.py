@@ -136,6 +136,13 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
 
 
+def _cpu_s() -> float:
+    """CPU seconds (user + system, all threads) this process has used: on a shared machine the
+    wall time depends on what else runs, the CPU time much less."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _manifest(aus_dir: Path, folds: int, seed: int):
     manifest = dataset.build_manifest(aus_dir, progress=False)
     return assign_folds(manifest, make_folds(manifest["actor"].value_counts().to_dict(), folds, seed=seed))
@@ -177,7 +184,7 @@ def phase_cv(args: argparse.Namespace) -> dict:
 
     if args.device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), _cpu_s()
     if args.mode == "fast":
         schedule.fix_mmap_threshold()  # as the CLI does: the measured peak memory assumes it
         result = train.train_cv(cfg, manifest, run_dir, data=data, progress=False, on_epoch_end=clock)
@@ -187,10 +194,11 @@ def phase_cv(args: argparse.Namespace) -> dict:
         results = reference_cv(cfg, manifest, data, run_dir, on_epoch_end=clock)
         histories = [r.history for r in results]
         table = train.cv_table(results)
-    wall = time.perf_counter() - started
+    wall, cpu = time.perf_counter() - started, _cpu_s() - cpu_started
     last = max(epoch_ends)  # < args.epochs when early stopping ended every fold sooner
     out = {"mode": args.mode, "epochs": args.epochs, "folds": args.folds, "threads": cfg.num_threads,
-           "patience": args.patience, "epochs_run_max": last, "cv_wall_s": wall,
+           "patience": args.patience, "epochs_run_max": last, "cv_wall_s": wall, "cv_cpu_s": cpu,
+           "process_cpu_s": _cpu_s(),
            "process_wall_s": time.perf_counter() - process_started,
            "cv_s_per_epoch": (max(epoch_ends[last]) - started) / last,
            "fold_epoch_s_median": statistics.median(float(s) for h in histories for s in h["seconds"]),
@@ -198,9 +206,10 @@ def phase_cv(args: argparse.Namespace) -> dict:
            "mean_accuracy": float(table.loc["mean", "accuracy"]),
            "peak_rss_mb_cv": _peak_rss_mb()}
     if args.mode == "fast":
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), _cpu_s()
         long = inference.extract_posteriors(run_dir, "val", device=args.device, progress=False, data=data)
         out["inference_s"] = time.perf_counter() - started
+        out["inference_cpu_s"] = _cpu_s() - cpu_started
         out["inference_clips"] = int(len(long))
     if args.device.startswith("cuda"):
         out["gpu_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
@@ -273,6 +282,7 @@ def summarize(args: argparse.Namespace, results: dict, raw: dict[str, list[dict]
         ref, fast = results["cv_reference"], results["cv_fast"]
         summary["ratio_cv_wall"] = ref["cv_wall_s"] / fast["cv_wall_s"]
         summary["ratio_cv_per_epoch"] = ref["cv_s_per_epoch"] / fast["cv_s_per_epoch"]
+        summary["ratio_cv_cpu"] = ref["cv_cpu_s"] / fast["cv_cpu_s"]
         # Repeat i ran the two modes back to back, so their ratio saw about the same load.
         summary["ratio_cv_wall_per_repeat"] = [r["cv_wall_s"] / f["cv_wall_s"]
                                                for r, f in zip(raw["cv_reference"], raw["cv_fast"])]
@@ -298,6 +308,8 @@ def markdown(report: dict) -> str:
     lines += [
         f"| CV wall, {report['folds']} folds x {report['epochs']} epochs (measured) | {cell(ref, 'cv_wall_s')} | "
         f"{cell(fast, 'cv_wall_s')} | {ratio('cv_wall_s')} |",
+        f"| CV CPU seconds, user + system, all threads (measured) | {cell(ref, 'cv_cpu_s')} | "
+        f"{cell(fast, 'cv_cpu_s')} | {ratio('cv_cpu_s')} |",
         f"| whole process: imports, cached load, CV (measured) | {cell(ref, 'process_wall_s')} | "
         f"{cell(fast, 'process_wall_s')} | {ratio('process_wall_s')} |",
         f"| CV seconds per epoch, all folds (measured) | {cell(ref, 'cv_s_per_epoch')} | "
@@ -329,7 +341,8 @@ def markdown(report: dict) -> str:
     ]
     if "inference_s" in fast:
         lines.append(f"| inference: posteriors + attention for {fast['inference_clips']} clips "
-                     f"({report['folds']} checkpoints loaded, files written) | {fast['inference_s']:.2f} s |")
+                     f"({report['folds']} checkpoints loaded, files written) | {fast['inference_s']:.2f} s "
+                     f"({fast['inference_cpu_s']:.2f} CPU s) |")
     if "gpu_peak_mb" in fast:
         lines.append(f"| GPU peak memory (fast) | {fast['gpu_peak_mb']:.0f} MB |")
     lines.append("| peak memory of the fast CV process incl. inference (RSS) | "

@@ -34,6 +34,13 @@ def test_long_table_has_probabilities_in_label_order(tiny_run):
     assert (np.array(LABELS)[probs.argmax(axis=1)] == long["prediction"]).all()
 
 
+def test_long_table_equals_the_one_read_from_the_posterior_files(tiny_run, tmp_path):
+    """extract_posteriors builds its long table from memory; it is exactly what the files it wrote give."""
+    long = inference.extract_posteriors(tiny_run, "val", out_dir=tmp_path, progress=False)
+    from_files = posteriors.to_long_table(posteriors.read_run(tmp_path, "val"), partition="val")
+    pd.testing.assert_frame_equal(long, from_files, check_exact=True)
+
+
 def test_predictions_match_the_checkpoint_clip_by_clip(tiny_run):
     """Batched, length-sorted inference gives each clip what the model gives it alone."""
     manifest = pd.read_csv(tiny_run / "inputs.csv")
