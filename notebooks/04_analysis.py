@@ -44,6 +44,7 @@ run_dir: "Optional[str]" = None          # a run folder; None: the newest run in
 posteriors_dir: "Optional[str]" = None   # a folder of posterior files; None: <run>/posteriors
 partition: str = "val"                   # which posterior files to analyse
 baselines: bool = True                   # run the static baselines on the same folds
+minirocket: bool = True                  # MiniRocket among them (its first run in a fresh environment compiles ~20 s)
 examples_per_emotion: int = 1            # correct and misclassified clips per emotion in the attention grids
 clips_to_score: list = []                # your AU CSV files (OpenFace or py-feat) to score; []: the run's first clip
 
@@ -99,7 +100,7 @@ data = None
 if post.manifest is not None:
     data = dataset.load_clips(post.manifest)
 if baselines and data is not None:
-    static = report.static_baselines(post.manifest, data)
+    static = report.static_baselines(post.manifest, data, minirocket=minirocket)
     comparison = analysis.comparison_table(summary, static, post.selection)
 else:
     comparison = analysis.comparison_table(summary, {}, post.selection)

@@ -162,8 +162,8 @@ def test_training_on_pyfeat_data_sizes_the_model_to_20_inputs(tiny_synthetic, ti
 
     post = report.load_posteriors(result.run_dir, None, "val")
     data = dataset.load_clips(post.manifest, progress=False)
-    baselines = report.static_baselines(post.manifest, data, minirocket=False)
-    assert len(baselines) == 2 * len(report.STATIC_BASELINES)
+    svc = {"SVC": ("svc", 1.0, "minmax")}
+    assert len(report.static_baselines(post.manifest, data, svc, minirocket=False)) == 2  # without, with actor norm
     figures = report.attention_figures(post, data)
     importance = pd.read_csv(tmp_path / "run" / "fold_1" / "attention_au_importance.csv", index_col=0)
     assert list(importance.columns) == list(openface.PYFEAT_AU_COLUMNS) and figures

@@ -253,7 +253,7 @@ def test_baselines_command_prints_and_writes_the_table_side_by_side(tiny_synthet
 
 def test_an_ensemble_fold_averages_its_members_posteriors(clips, tmp_path):
     manifest, data = clips
-    cfg = honest_cfg(epochs=2, final_fit="ensemble", ensemble_size=3)
+    cfg = honest_cfg(epochs=1, final_fit="ensemble", ensemble_size=3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         train.train_cv(cfg, manifest, tmp_path / "run", data=data, progress=False)

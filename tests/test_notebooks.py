@@ -78,7 +78,7 @@ def test_03_follows_the_latest_pointer_of_a_runs_folder(tiny_run, tmp_path):
 
 
 def test_04_analysis_writes_tables_and_figures(tiny_run, tmp_path):
-    run_notebook("04_analysis", tmp_path / "04.ipynb", {"run_dir": str(tiny_run)})
+    run_notebook("04_analysis", tmp_path / "04.ipynb", {"run_dir": str(tiny_run), "minirocket": False})
     analysis = tiny_run / "analysis"
     for name in ("summary_val.csv", "comparison.csv", "comparison.png", "confusion_val_raw_all_folds.png",
                  "confusion_val_normalized_all_folds.png", "attention_profiles.png", "attention_au_importance.png",
