@@ -56,7 +56,8 @@ test: $(STAMP)
 	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
 		{ [ "$$(id -u)" = 0 ] && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } || \
 		echo "PostgreSQL is missing: its tests will be skipped (they fail under CI=true). apt-get install postgresql"
-	$(PY) -m pytest -q
+	@# One worker per core: the tests use one torch thread each, so two cores take half the time.
+	$(PY) -m pytest -q -n auto
 
 lab: $(STAMP)
 	$(PY) -m pip install --quiet -e '.[lab]'
