@@ -332,7 +332,7 @@ def evaluate(model: Sequence1Modal, tensors: FoldTensors, index: np.ndarray,
 
 
 @torch.no_grad()
-def test_probabilities(model: Sequence1Modal, tensors: FoldTensors, index: np.ndarray) -> np.ndarray:
+def clip_probabilities(model: Sequence1Modal, tensors: FoldTensors, index: np.ndarray) -> np.ndarray:
     """Softmax posteriors [len(index), classes] of clips ``index``, in that order (eval mode)."""
     model.eval()
     out = np.zeros((len(index), len(LABELS)), dtype=np.float64)

@@ -28,7 +28,7 @@ from aus_lib.checkpoints import RESUMABLE_CHANGES, data_fingerprint, differences
 from aus_lib.config import Config
 from aus_lib.dataset import ClipData, au_columns, describe_data, load_clips
 from aus_lib.fold import (METRICS, EpochHook, FoldJob, FoldResult, FoldSplit, TrainError, actors_of, class_weights,
-                          fold_tensors, resolve_device, split_fold, test_probabilities)
+                          fold_tensors, resolve_device, split_fold, clip_probabilities)
 from aus_lib.folds import assign_folds, check_training_emotions, folds_from_manifest, make_folds
 from aus_lib.progress import training_bar
 from aus_lib.ravdess import LABELS
@@ -158,7 +158,7 @@ def ensemble_fold(cfg: Config, data: ClipData, job: FoldJob, device: torch.devic
     for member_dir in member_dirs:
         model, checkpoint = load_checkpoint(member_dir / "checkpoint.pt", device)
         tensors = fold_tensors(data, checkpoint.get("normalization"), device)
-        probabilities.append(test_probabilities(model, tensors, test))
+        probabilities.append(clip_probabilities(model, tensors, test))
         member_metrics.append(checkpoint["metrics"])
     y_true = data.labels[test]
     averaged = np.mean(probabilities, axis=0)
