@@ -63,6 +63,9 @@ class Params(_Section):
     model_params: ModelParams
     preprocessor: Literal["standard", "minmax"] | None = None
     batch_size: int = Field(ge=1)
+    # Clips per forward/backward pass within a batch (gradients summed, one optimizer step per batch; the same
+    # dropout masks): "auto" = aus_lib.fold.AUTO_MICRO_BATCH on the CPU, whole batches on a GPU; null = whole batches.
+    micro_batch: Literal["auto"] | int | None = "auto"
     lr: float = Field(gt=0)
     weight_decay: float = Field(0.0, ge=0)
     patience: int
@@ -103,6 +106,13 @@ class Params(_Section):
             raise ValueError("must be 35 (OpenFace: 17 AU intensities + 18 presences) or 20 (py-feat AU "
                              "probabilities); training sets it from the data")
         return size
+
+    @field_validator("micro_batch")
+    @classmethod
+    def _micro_batch(cls, value: str | int | None) -> str | int | None:
+        if isinstance(value, int) and value < 1:
+            raise ValueError('must be "auto", null (whole batches) or an integer >= 1')
+        return value
 
     @field_validator("patience")
     @classmethod

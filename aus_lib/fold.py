@@ -42,7 +42,7 @@ from aus_lib import analysis, plots, runs
 from aus_lib.checkpoints import apply_normalization, data_fingerprint, differences
 from aus_lib.config import Config
 from aus_lib.dataset import ClipData
-from aus_lib.model import DropoutNoise, Sequence1Modal
+from aus_lib.model import BatchMasks, DropoutNoise, Sequence1Modal
 from aus_lib.ravdess import LABEL_INDEX, LABELS
 
 METRICS = ("accuracy", "precision", "recall", "f1", "uar", "loss")
@@ -51,6 +51,10 @@ HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_acc
 # Evaluation batch size. Not larger: on the CPU the LSTM is no faster per clip in bigger batches,
 # and a batch of 256 clips peaks at ~110 MB against ~30 MB for 64 (two folds train side by side).
 EVAL_BATCH = 64
+# Clips per forward/backward pass on the CPU (micro_batch="auto"). Measured on a 2-core Xeon (bench/): oneDNN's
+# LSTM backward is a third faster per clip in passes of 16-32 clips than of 64, and a pass's saved activations
+# (the LSTM workspaces: ~150 MB for 64 clips) shrink with it.
+AUTO_MICRO_BATCH = 16
 NOISE_STREAM = 1          # mixed into an epoch's seed for its dropout generator (the order uses the seed itself)
 # Model construction draws the initial weights from the global RNG: one fold at a time.
 _GLOBAL_RNG = threading.Lock()
@@ -357,27 +361,43 @@ def epoch_noise(epoch_seed: int, device: torch.device, frames: int) -> DropoutNo
 
 
 
+def micro_batch_size(cfg: Config, device: torch.device) -> int:
+    """Clips per forward/backward pass (``cfg.micro_batch``): "auto" = :data:`AUTO_MICRO_BATCH` on the
+    CPU and whole batches elsewhere (a GPU wants large passes); null = whole batches."""
+    if cfg.micro_batch is None or (cfg.micro_batch == "auto" and device.type != "cpu"):
+        return cfg.batch_size
+    return min(cfg.batch_size, AUTO_MICRO_BATCH if cfg.micro_batch == "auto" else cfg.micro_batch)
+
+
 def train_epoch(model: Sequence1Modal, optimizer: torch.optim.Optimizer, tensors: FoldTensors,
                 index: np.ndarray, weights: torch.Tensor, cfg: Config, epoch_seed: int) -> tuple[float, float]:
     """One pass over ``index`` in random mini-batches; (weighted mean loss, accuracy) as accumulated.
 
     The order and the dropout masks come from generators seeded with ``epoch_seed`` alone (never
-    the global RNG), so folds trained side by side in threads cannot disturb each other.
+    the global RNG), so folds trained side by side in threads cannot disturb each other. A batch
+    runs forward and backward in chunks of :func:`micro_batch_size` clips with the masks the whole
+    batch draws, each chunk's loss divided by the whole batch's weight: the gradients sum to the
+    whole batch's (up to float rounding) before its one optimizer step.
     """
     model.train()
     order = batch_order(index, epoch_seed)
     noise = epoch_noise(epoch_seed, tensors.device, tensors.frames)
+    sites = model.dropout_sites()
+    chunk = micro_batch_size(cfg, tensors.device)
     sums = torch.zeros(3, device=weights.device)  # weighted loss, weight, correct
     for start in range(0, len(order), cfg.batch_size):
-        x, lengths, y = tensors.batch(order[start:start + cfg.batch_size])
-        logits, _ = model(x, lengths, noise)
-        loss_sum = F.cross_entropy(logits, y, weight=weights, reduction="sum")
-        weight_sum = weights[y].sum()
+        batch = order[start:start + cfg.batch_size]
+        weight_sum = weights[tensors.labels[torch.from_numpy(batch).to(tensors.device)]].sum()
+        masks = BatchMasks(noise, sites, len(batch), int(tensors.host_lengths[batch].max()), tensors.device)
         optimizer.zero_grad(set_to_none=True)
-        (loss_sum / weight_sum).backward()  # = cross_entropy(..., reduction="mean") with weights
+        for part in range(0, len(batch), chunk):
+            x, lengths, y = tensors.batch(batch[part:part + chunk])
+            logits, _ = model(x, lengths, masks.chunk(part, part + len(y)))
+            loss_sum = F.cross_entropy(logits, y, weight=weights, reduction="sum")
+            (loss_sum / weight_sum).backward()  # whole: = cross_entropy(..., reduction="mean") with weights
+            sums += torch.stack([loss_sum.detach(), weights[y].sum(), (logits.argmax(1) == y).sum()])
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm)
         optimizer.step()
-        sums += torch.stack([loss_sum.detach(), weight_sum, (logits.argmax(1) == y).sum()])
     loss, weight, correct = sums.tolist()
     return loss / weight, correct / len(order)
 
@@ -459,8 +479,10 @@ class FoldRun:
             state = torch.load(state_path, map_location=device, weights_only=True)
             diffs = differences(state["params"], self.params)
             if diffs:
+                older = ("; it predates micro_batch and trained whole batches: set \"micro_batch\": null to resume it"
+                         if "micro_batch" in diffs and "micro_batch" not in state["params"] else "")
                 raise TrainError(f"Cannot resume {state_path}: it was trained with different settings "
-                                 f"({', '.join(diffs)}). Use another run folder, or the same settings.")
+                                 f"({', '.join(diffs)}){older}. Use another run folder, or the same settings.")
             if state.get("fold") != k:
                 raise TrainError(f"Cannot resume {state_path} as fold {k}: it is the state of fold {state.get('fold')}.")
             if state.get("data") != self.data_fingerprint:

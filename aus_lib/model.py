@@ -13,7 +13,8 @@ Both paths run the encoder one layer at a time and apply the inter-layer dropout
 ``[batch, frames, features]`` tensor, so in training they draw the same dropout masks too and
 differ only by float rounding. With a :class:`DropoutNoise` the masks come from its generator,
 drawn at a fixed padded length, so a clip gets the same masks whatever the batch is cut to and
-whichever thread trains it.
+whichever thread trains it. :class:`BatchMasks` draws a whole mini-batch's masks at once and hands
+them out in chunks, so a batch trained in chunks (``micro_batch``) gets the masks it gets whole.
 """
 from __future__ import annotations
 
@@ -128,29 +129,85 @@ class DropoutNoise:
     generator: torch.Generator
     frames: int
 
+    def keep(self, rows: int, frames: int, features: tuple[int, ...], p: float,
+             device: torch.device) -> torch.Tensor:
+        """A fresh BoolTensor[rows, frames, *features]: True where dropout keeps the value.
+
+        Uniform draws (faster than ``bernoulli_`` on the CPU) at ``self.frames``, cut to ``frames``.
+        """
+        if frames > self.frames:
+            raise ValueError(f"DropoutNoise.frames={self.frames} is shorter than the batch ({frames} frames); "
+                             "draw the noise at the data set's padded length.")
+        draws = torch.rand((rows, self.frames, *features), generator=self.generator, device=device)
+        return draws[:, :frames].ge(p)
+
+    def scale(self, rows: int, frames: int, features: tuple[int, ...], p: float,
+              device: torch.device) -> torch.Tensor:
+        """The next mask as the factor inverted dropout multiplies by (see :func:`keep_to_scale`)."""
+        return keep_to_scale(self.keep(rows, frames, features, p, device), p)
+
+
+def keep_to_scale(keep: torch.Tensor, p: float) -> torch.Tensor:
+    """A keep mask as inverted dropout's float32 factor: 0 or 1 / (1 - p)."""
+    # Scaled in place: a third less time than an out-of-place multiply (torch.where with scalars: twice as long).
+    return keep.to(torch.float32).mul_(1.0 / (1.0 - p))
+
 
 def dropout_scale(rows: int, frames: int, features: tuple[int, ...], p: float, noise: DropoutNoise,
                   device: torch.device) -> torch.Tensor:
-    """The factor[rows, frames, *features] inverted dropout multiplies by: 0 or 1 / (1 - p).
+    """The factor[rows, frames, *features] inverted dropout multiplies by, drawn now from ``noise``."""
+    return noise.scale(rows, frames, features, p, device)
 
-    Uniform draws (faster than ``bernoulli_`` on the CPU) at ``noise.frames``, cut to ``frames``.
+
+class BatchMasks:
+    """Every dropout mask of one mini-batch, drawn at once, handed out chunk by chunk.
+
+    The masks are drawn as the whole batch's forward pass draws them from ``noise`` (site by site,
+    all rows, in the model's order: :meth:`Sequence1Modal.dropout_sites`), so a batch trained in
+    chunks of clips (gradients summed, one optimizer step) gets exactly the masks it gets whole.
+    Kept as booleans, a quarter of the float factors' memory.
     """
-    if frames > noise.frames:
-        raise ValueError(f"DropoutNoise.frames={noise.frames} is shorter than the batch ({frames} frames); "
-                         "draw the noise at the data set's padded length.")
-    draws = torch.rand((rows, noise.frames, *features), generator=noise.generator, device=device)
-    # Scaled in place: a third less time than an out-of-place multiply (torch.where with scalars: twice as
-    # long); the same float32 values, 0 or 1 / (1 - p).
-    return draws[:, :frames].ge(p).to(torch.float32).mul_(1.0 / (1.0 - p))
+
+    def __init__(self, noise: DropoutNoise, sites: list[tuple[float, int]], rows: int, frames: int,
+                 device: torch.device) -> None:
+        self.sites = sites
+        self.keeps = [noise.keep(rows, frames, (features,), p, device) for p, features in sites]
+
+    def chunk(self, start: int, stop: int) -> ChunkMasks:
+        """The masks of rows ``start:stop`` of the batch, for one forward pass over those clips."""
+        return ChunkMasks(self, start, stop)
 
 
-def dropout(x: torch.Tensor, p: float, training: bool, noise: DropoutNoise | None = None) -> torch.Tensor:
+class ChunkMasks:
+    """One chunk's view of :class:`BatchMasks`: each call of :meth:`scale` returns the next site's mask."""
+
+    def __init__(self, masks: BatchMasks, start: int, stop: int) -> None:
+        self.masks, self.start, self.stop, self.next_site = masks, start, stop, 0
+
+    def scale(self, rows: int, frames: int, features: tuple[int, ...], p: float,
+              device: torch.device) -> torch.Tensor:
+        site = self.next_site
+        if site >= len(self.masks.sites) or self.masks.sites[site] != (p, features[-1]) or len(features) != 1:
+            raise ValueError(f"Dropout site {site} (p={p}, features={features}) is not the model's site "
+                             f"{site} of {self.masks.sites}: draw BatchMasks with this model's dropout_sites().")
+        keep = self.masks.keeps[site]
+        if rows != self.stop - self.start or frames > keep.size(1):
+            raise ValueError(f"A chunk of rows {self.start}:{self.stop} got a tensor of {rows} clips x {frames} "
+                             f"frames; the batch's masks are {tuple(keep.shape[:2])}.")
+        self.next_site += 1
+        return keep_to_scale(keep[self.start:self.stop, :frames], p).to(device)
+
+
+Masks = DropoutNoise | ChunkMasks
+
+
+def dropout(x: torch.Tensor, p: float, training: bool, noise: Masks | None = None) -> torch.Tensor:
     """Inverted dropout of x[B, T, ...]: ``F.dropout`` (global RNG) without ``noise``, else masks from it."""
     if not training or p == 0:
         return x
     if noise is None:
         return F.dropout(x, p, True)
-    return x * dropout_scale(x.size(0), x.size(1), tuple(x.shape[2:]), p, noise, x.device).to(x.dtype)
+    return x * noise.scale(x.size(0), x.size(1), tuple(x.shape[2:]), p, x.device).to(x.dtype)
 
 
 def _is_compiling() -> bool:
@@ -217,7 +274,7 @@ class SelfAttentionPooling(nn.Module):
         self.scorer = nn.Sequential(*blocks)
 
     def forward(self, frames: torch.Tensor, mask: torch.Tensor,
-                noise: DropoutNoise | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                noise: Masks | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """frames[B, T, H], mask[B, T] (True = real) -> (representation[B, H], weights[B, T])."""
         features = frames
         if self.context:
@@ -259,7 +316,7 @@ class Sequence1Modal(nn.Module):
         self.classifier = nn.Linear(cfg.hidden_size + stats_size, cfg.n_classes)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor,
-                noise: DropoutNoise | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                noise: Masks | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """x[B, T, input_size] (right-padded), lengths[B] -> (logits[B, C], attention[B, T]).
 
         ``noise`` only matters in training mode: where the dropout masks come from.
@@ -277,13 +334,25 @@ class Sequence1Modal(nn.Module):
             representation = torch.cat([representation, *input_statistics(x, mask)], dim=1)
         return self.classifier(representation), attention
 
+    def dropout_sites(self) -> list[tuple[float, int]]:
+        """(p, features) of every dropout a training forward pass applies, in the order it applies them."""
+        sites = []
+        if self.encoder.dropout > 0:
+            sites += [(self.encoder.dropout, self.cfg.hidden_size)] * (self.cfg.encoder_layers - 1)
+        scorer = list(self.attention.scorer)
+        for i, block in enumerate(scorer):
+            if isinstance(block, nn.Dropout) and block.p > 0:
+                linear = next(m for m in reversed(scorer[:i]) if isinstance(m, nn.Linear))
+                sites.append((block.p, linear.out_features))
+        return sites
+
     def _layer_params(self, layer: int) -> list[torch.Tensor]:
         """``self.encoder``'s weights of one layer, both directions, in ``torch.lstm``'s order."""
         directions = ("", "_reverse") if self.cfg.bidirectional else ("",)
         names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
         return [getattr(self.encoder, f"{name}_l{layer}{suffix}") for suffix in directions for name in names]
 
-    def _encode_packed(self, x: torch.Tensor, lengths: torch.Tensor, noise: DropoutNoise | None) -> torch.Tensor:
+    def _encode_packed(self, x: torch.Tensor, lengths: torch.Tensor, noise: Masks | None) -> torch.Tensor:
         """One packed LSTM call per layer; dropout between layers on the padded tensor, as the masked path."""
         directions = 2 if self.cfg.bidirectional else 1
         zeros = x.new_zeros(directions, x.size(0), self.cfg.encoder_dim)
@@ -301,7 +370,7 @@ class Sequence1Modal(nn.Module):
         return h
 
     def _encode_masked(self, x: torch.Tensor, lengths: torch.Tensor, mask: torch.Tensor,
-                       noise: DropoutNoise | None) -> torch.Tensor:
+                       noise: Masks | None) -> torch.Tensor:
         """Same result as the packed path on real frames, zeros on padded ones (as packing gives)."""
         keep = mask.unsqueeze(2)
         directions = ("", "_reverse") if self.cfg.bidirectional else ("",)

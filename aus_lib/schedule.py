@@ -40,7 +40,7 @@ from aus_lib import analysis
 from aus_lib.config import Config
 from aus_lib.dataset import ClipData
 from aus_lib.fold import (EpochHook, FoldJob, FoldResult, FoldRun, TrainError, batch_order, epoch_noise, fold_seed,
-                          report_epoch, train_fold)
+                          micro_batch_size, report_epoch, train_fold)
 from aus_lib.model import DropoutNoise, Sequence1Modal, dropout_scale, lengths_to_mask, reverse_within_lengths
 
 # Devices on which the folds are stacked into one computation; elsewhere they are interleaved.
@@ -102,6 +102,9 @@ def run_folds(cfg: Config, data: ClipData, jobs: Sequence[FoldJob], *, device: t
         if cfg.attention_input_stats or cfg.final_fit != "inner":
             raise TrainError("engine='stacked' supports neither model_params.attention.input_stats nor "
                              "final_fit='refit' or 'ensemble'; use engine='batched'.")
+        if micro_batch_size(cfg, device) < cfg.batch_size:
+            raise TrainError(f"engine='stacked' trains whole batches, but micro_batch={cfg.micro_batch} cuts them into "
+                             "chunks; set micro_batch to \"auto\" or null.")
     if not jobs:
         return []
     fold_runs = [FoldRun(job.cfg or cfg, data, job.k, job.split, job.fold_dir, packed=False, device=device,
@@ -328,15 +331,7 @@ class StackedModel:
 
     def dropout_sites(self) -> list[tuple[float, int]]:
         """(p, features) of every dropout the model applies in training, in order."""
-        sites = []
-        if self.template.encoder.dropout > 0:
-            sites += [(self.template.encoder.dropout, self.cfg.hidden_size)] * (self.cfg.encoder_layers - 1)
-        scorer = list(self.template.attention.scorer)
-        for i, block in enumerate(scorer):
-            if isinstance(block, torch.nn.Dropout) and block.p > 0:
-                linear = next(m for m in reversed(scorer[:i]) if isinstance(m, torch.nn.Linear))
-                sites.append((block.p, linear.out_features))
-        return sites
+        return self.template.dropout_sites()
 
 
 

@@ -175,6 +175,8 @@ def phase_cv(args: argparse.Namespace) -> dict:
                  "seed": args.seed, "engine": "batched" if args.mode == "fast" else "plain",
                  "num_threads": args.threads if args.mode == "fast" else args.reference_threads}
     cfg = load_config(PARAMS, overrides)
+    if args.mode == "reference":
+        cfg = cfg.replace(micro_batch=None)  # the original passed whole batches forward and backward
     manifest = _manifest(args.aus_dir, args.folds, args.seed)
     data = dataset.load_clips(manifest, cache_dir=args.cache_dir, progress=False)
     run_dir = Path(tempfile.mkdtemp(prefix=f"bench-{args.mode}-"))

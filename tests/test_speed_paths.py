@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from aus_lib import checkpoints, dataset, fold, inference, schedule, train
-from aus_lib.config import load_config
+from aus_lib.config import ConfigError, load_config
 from aus_lib.folds import assign_folds, make_folds
-from aus_lib.model import DropoutNoise, ModelConfig, Sequence1Modal, lengths_to_mask
+from aus_lib.model import BatchMasks, DropoutNoise, ModelConfig, Sequence1Modal, lengths_to_mask
 
 # The paper model (dropout 0.3 everywhere), made small so every test trains in seconds.
 SMALL = {"epochs": 2, "kfolds": 2, "batch_size": 32, "model_params.encoder.dim": 8, "device": "cpu", "num_threads": 1,
@@ -43,7 +43,10 @@ def three_folds(tiny_synthetic):
 
 
 def cfg_of(**overrides):
-    return load_config("params/RAVDESS_AUs.json", {**SMALL, **overrides})
+    """The small paper config; a None override sets null (notebook overrides would skip it)."""
+    nulls = [key for key, value in overrides.items() if value is None]
+    cfg = load_config("params/RAVDESS_AUs.json", {**SMALL, **overrides})
+    return cfg.replace(**dict.fromkeys(nulls)) if nulls else cfg
 
 
 def each_fold_alone(cfg, manifest, data, out: Path, packed: bool = False) -> dict[int, fold.FoldResult]:
@@ -81,6 +84,105 @@ def assert_close_folds(results: list[fold.FoldResult], alone: dict[int, fold.Fol
 class Interrupt(Exception):
     pass
 
+
+
+# --- micro-batches: a batch in chunks is the same batch ------------------------------------------------------
+
+def padded_batch(rows: int = 6, frames: int = 12, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(3, frames + 1, (rows,), generator=g)
+    x = torch.randn(rows, frames, 35, generator=g).masked_fill(~lengths_to_mask(lengths, frames).unsqueeze(2), 0)
+    return x, lengths
+
+
+@pytest.mark.parametrize("packed", [False, True])
+def test_a_batch_in_chunks_gets_the_masks_it_gets_whole(packed):
+    """BatchMasks draws what the whole batch's forward pass draws (bit for bit), and each chunk's
+    clips get their rows of it: a clip's output does not depend on how its batch is cut."""
+    torch.manual_seed(1)
+    model = Sequence1Modal(ModelConfig(encoder_dim=6), packed=packed).train()
+    x, lengths = padded_batch()
+    whole, _ = model(x, lengths, DropoutNoise(torch.Generator().manual_seed(5), 16))
+    masks = BatchMasks(DropoutNoise(torch.Generator().manual_seed(5), 16), model.dropout_sites(), 6, 12, x.device)
+    same, _ = model(x, lengths, masks.chunk(0, 6))
+    assert torch.equal(same, whole)
+    parts = []
+    for start, stop in ((0, 4), (4, 6)):
+        frames = int(lengths[start:stop].max())  # a chunk is cut to its own longest clip, as training cuts it
+        logits, _ = model(x[start:stop, :frames], lengths[start:stop], masks.chunk(start, stop))
+        parts.append(logits)
+    torch.testing.assert_close(torch.cat(parts), whole, atol=1e-6, rtol=0)
+
+
+def test_chunk_masks_refuse_another_models_sites():
+    torch.manual_seed(1)
+    model = Sequence1Modal(ModelConfig(encoder_dim=6)).train()
+    other = Sequence1Modal(ModelConfig(encoder_dim=6, attention_dropout=0.5)).train()
+    x, lengths = padded_batch()
+    masks = BatchMasks(DropoutNoise(torch.Generator().manual_seed(5), 12), other.dropout_sites(), 6, 12, x.device)
+    with pytest.raises(ValueError, match="dropout_sites"):
+        model(x, lengths, masks.chunk(0, 6))
+
+
+def test_micro_batch_setting():
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert fold.micro_batch_size(cfg_of(), cpu) == min(32, fold.AUTO_MICRO_BATCH)
+    assert fold.micro_batch_size(cfg_of(), gpu) == 32  # "auto": whole batches on a GPU
+    assert fold.micro_batch_size(cfg_of(micro_batch=None), cpu) == 32
+    assert fold.micro_batch_size(cfg_of(micro_batch=8), gpu) == 8
+    assert fold.micro_batch_size(cfg_of(micro_batch=100), cpu) == 32
+    for bad in (0, -3, True, "half"):
+        with pytest.raises(ConfigError, match="micro_batch"):
+            cfg_of(micro_batch=bad)
+
+
+def test_micro_batches_change_only_rounding(two_folds, tmp_path):
+    """Chunks of 8 clips (4 passes per batch of 32) against whole batches: the same training up to float
+    rounding of the summed gradients; and the chunks really are separate passes."""
+    manifest, data = two_folds
+    calls = {}
+    results = {}
+    for chunk in (None, 8):
+        cfg = cfg_of(micro_batch=chunk)
+        run = fold.FoldRun(cfg, data, 1, fold.split_fold(manifest, 1, cfg), tmp_path / str(chunk), packed=False,
+                           device=torch.device("cpu"), resume=False)
+        calls[chunk] = 0
+
+        def count(*_, chunk=chunk):
+            calls[chunk] += 1
+        run.model.register_forward_pre_hook(count)
+        with schedule.torch_settings(cfg):
+            run.model.train()
+            fold.train_epoch(run.model, run.optimizer, run.tensors, run.split.train, run.weights, cfg, 11)
+        results[chunk] = {name: p.detach().clone() for name, p in run.model.named_parameters()}
+    batches = -(-len(run.split.train) // 32)
+    assert calls[None] == batches and calls[8] > 3 * batches
+    for name, whole in results[None].items():
+        torch.testing.assert_close(results[8][name], whole, atol=1e-5, rtol=0, msg=name)
+
+
+def test_the_stacked_engine_refuses_chunks(two_folds, tmp_path):
+    manifest, data = two_folds
+    cfg = cfg_of(engine="stacked", micro_batch=8)
+    job = fold.FoldJob(1, fold.split_fold(manifest, 1, cfg), tmp_path / "fold_1")
+    with pytest.raises(fold.TrainError, match="micro_batch"):
+        schedule.run_folds(cfg, data, [job], device=torch.device("cuda"))
+
+
+def test_a_state_from_before_micro_batch_resumes_with_whole_batches(two_folds, tmp_path):
+    """A training state written before the key existed trained whole batches: resuming it with the
+    default would mix two computations, so it is refused with the setting that continues it."""
+    manifest, data = two_folds
+    cfg = cfg_of(micro_batch=None)
+    split = fold.split_fold(manifest, 1, cfg)
+    fold.FoldRun(cfg, data, 1, split, tmp_path, packed=False, device=torch.device("cpu"), resume=False).run_epoch()
+    state = torch.load(tmp_path / "state.pt", weights_only=True)
+    del state["params"]["micro_batch"]
+    torch.save(state, tmp_path / "state.pt")
+    with pytest.raises(fold.TrainError, match='set "micro_batch": null'):
+        fold.FoldRun(cfg_of(), data, 1, split, tmp_path, packed=False, device=torch.device("cpu"))
+    resumed = fold.FoldRun(cfg, data, 1, split, tmp_path, packed=False, device=torch.device("cpu"))
+    assert resumed.next_epoch == 2
 
 # --- the CPU fast engine: exactly the per-fold computation -------------------------------------------------
 
