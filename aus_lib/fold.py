@@ -457,8 +457,10 @@ class FoldRun:
     """
 
     def __init__(self, cfg: Config, data: ClipData, k: int, split: FoldSplit, fold_dir: str | os.PathLike, *,
-                 packed: bool, device: torch.device, resume: bool = True, epochs: int | None = None) -> None:
+                 packed: bool, device: torch.device, resume: bool = True, epochs: int | None = None,
+                 figures: bool = True) -> None:
         self.cfg, self.data, self.k, self.split = cfg, data, k, split
+        self.figures = figures  # False: whoever schedules the fold draws them (fold_figures) once training is over
         self.epochs = cfg.epochs if epochs is None else epochs
         self.fold_dir = Path(fold_dir)
         self.device = device
@@ -559,7 +561,7 @@ class FoldRun:
         return finish_fold(self.cfg, self.data, self.k, self.split, self.fold_dir, self.model, self.tensors,
                             self.weights, self.normalization,
                             pd.DataFrame(self.history, columns=list(HISTORY_COLUMNS)), best_epoch,
-                            data_fingerprint=self.data_fingerprint)
+                            data_fingerprint=self.data_fingerprint, figures=self.figures)
 
 
 
@@ -598,8 +600,10 @@ def train_fold(cfg: Config, data: ClipData, k: int, split: FoldSplit, fold_dir: 
 
 def finish_fold(cfg: Config, data: ClipData, k: int, split: FoldSplit, fold_dir: Path, model: Sequence1Modal,
                  tensors: FoldTensors, weights: torch.Tensor, normalization: dict | None,
-                 history: pd.DataFrame, best_epoch: int, data_fingerprint: str | None = None) -> FoldResult:
-    """Evaluate the best checkpoint on the test fold and write the fold's files, DONE last."""
+                 history: pd.DataFrame, best_epoch: int, data_fingerprint: str | None = None,
+                 figures: bool = True) -> FoldResult:
+    """Evaluate the best checkpoint on the test fold and write the fold's files, DONE last; the figures
+    too unless ``figures`` is False (then :func:`fold_figures` draws them from the files later)."""
     test, y_true, y_pred = evaluate(model, tensors, split.test, weights)
     best_row = history.loc[history["epoch"] == best_epoch].iloc[0]
     partition = "test (= validation)" if cfg.selection == "test_fold" else "test"
@@ -621,12 +625,24 @@ def finish_fold(cfg: Config, data: ClipData, k: int, split: FoldSplit, fold_dir:
         "epoch": int(best_epoch), "metrics": metrics, "normalization": normalization,
         "test_actors": metrics["test_actors"], "data": data_fingerprint})
     runs.atomic_write_csv(fold_dir / "history.csv", history, index=False)
-    plots.learning_curve(history, f"Fold {k}: learning curve ({cfg.name})", fold_dir / "learning_curve.png")
     cm = analysis.confusion(y_true, y_pred).reindex(index=list(LABELS), columns=list(LABELS))
     runs.atomic_write_csv(fold_dir / "confusion.csv", cm)
-    plots.confusion_matrix(cm, f"Fold {k}: {partition} at best epoch {best_epoch} ({cfg.name})",
-                           path=fold_dir / "confusion.png")
     runs.atomic_write_json(fold_dir / "metrics.json", metrics)
+    if figures:
+        fold_figures(fold_dir, cfg.name)
     runs.mark_done(fold_dir, {"best_epoch": int(best_epoch), "f1": test["f1"]})
     return FoldResult(k, history, metrics)
+
+
+def fold_figures(fold_dir: str | os.PathLike, name: str) -> None:
+    """A fold's learning curve and confusion matrix, drawn from its history.csv, confusion.csv and metrics.json
+    (the confusion matrix last: when it exists, both do)."""
+    fold_dir = Path(fold_dir)
+    metrics = json.loads((fold_dir / "metrics.json").read_text())
+    k, best_epoch = metrics["fold"], metrics["best_epoch"]
+    history = pd.read_csv(fold_dir / "history.csv")
+    plots.learning_curve(history, f"Fold {k}: learning curve ({name})", fold_dir / "learning_curve.png")
+    cm = pd.read_csv(fold_dir / "confusion.csv", index_col=0)
+    plots.confusion_matrix(cm, f"Fold {k}: {metrics['partition']} at best epoch {best_epoch} ({name})",
+                           path=fold_dir / "confusion.png")
 

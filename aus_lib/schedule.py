@@ -39,8 +39,8 @@ from tqdm.auto import tqdm
 from aus_lib import analysis
 from aus_lib.config import Config
 from aus_lib.dataset import ClipData
-from aus_lib.fold import (EpochHook, FoldJob, FoldResult, FoldRun, TrainError, batch_order, epoch_noise, fold_seed,
-                          micro_batch_size, report_epoch, train_fold)
+from aus_lib.fold import (EpochHook, FoldJob, FoldResult, FoldRun, TrainError, batch_order, epoch_noise, fold_figures,
+                          fold_seed, micro_batch_size, report_epoch, train_fold)
 from aus_lib.model import DropoutNoise, Sequence1Modal, dropout_scale, lengths_to_mask, reverse_within_lengths
 
 # Devices on which the folds are stacked into one computation; elsewhere they are interleaved.
@@ -107,14 +107,20 @@ def run_folds(cfg: Config, data: ClipData, jobs: Sequence[FoldJob], *, device: t
                              "chunks; set micro_batch to \"auto\" or null.")
     if not jobs:
         return []
+    # Figures once every fold is trained: drawing them beside training folds would add matplotlib's and
+    # seaborn's memory (~70 MB) to theirs, and matplotlib is not meant for threads.
     fold_runs = [FoldRun(job.cfg or cfg, data, job.k, job.split, job.fold_dir, packed=False, device=device,
-                         resume=resume, epochs=job.epochs) for job in jobs]
+                         resume=resume, epochs=job.epochs, figures=False) for job in jobs]
     if bar is not None:
         bar.update(sum(len(run.history) for run in fold_runs))
     train = train_stacked if cfg.engine == "stacked" else train_interleaved
     results = train(fold_runs, bar=bar, on_epoch_end=on_epoch_end)
     if bar is not None:
         bar.update(sum(run.epochs - len(run.history) for run in fold_runs))  # epochs skipped by early stopping
+    del fold_runs
+    release_free_memory()
+    for job in jobs:
+        fold_figures(job.fold_dir, (job.cfg or cfg).name)
     return results
 
 
@@ -148,6 +154,18 @@ def fix_mmap_threshold(nbytes: int = MMAP_THRESHOLD) -> bool:
     except (OSError, AttributeError):
         return False
     return bool(mallopt(_M_MMAP_THRESHOLD, nbytes))
+
+
+
+def release_free_memory() -> bool:
+    """Hand the C library's free memory back to the system (glibc's ``malloc_trim``): the training threads'
+    heaps keep what their batches freed, which would otherwise add to what comes next. True when done."""
+    try:
+        trim = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return False
+    trim(0)
+    return True
 
 
 

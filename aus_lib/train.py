@@ -28,7 +28,7 @@ from aus_lib.checkpoints import RESUMABLE_CHANGES, data_fingerprint, differences
 from aus_lib.config import Config
 from aus_lib.dataset import ClipData, au_columns, describe_data, load_clips
 from aus_lib.fold import (METRICS, EpochHook, FoldJob, FoldResult, FoldSplit, TrainError, actors_of, class_weights,
-                          fold_tensors, resolve_device, split_fold, clip_probabilities)
+                          clip_probabilities, fold_figures, fold_tensors, resolve_device, split_fold)
 from aus_lib.folds import assign_folds, check_training_emotions, folds_from_manifest, make_folds
 from aus_lib.progress import training_bar
 from aus_lib.ravdess import LABELS
@@ -113,8 +113,11 @@ def _check_resumable(run_dir: Path, params: dict, manifest: pd.DataFrame) -> Non
 
 
 
-def _fold_from_disk(fold_dir: Path) -> FoldResult:
+def _fold_from_disk(fold_dir: Path, name: str) -> FoldResult:
+    """A finished fold read back; its figures drawn if the run that finished it stopped before drawing them."""
     metrics = json.loads((fold_dir / "metrics.json").read_text())
+    if not (fold_dir / "confusion.png").is_file():
+        fold_figures(fold_dir, name)
     return FoldResult(int(metrics["fold"]), pd.read_csv(fold_dir / "history.csv"), metrics)
 
 
@@ -122,7 +125,8 @@ def _fold_from_disk(fold_dir: Path) -> FoldResult:
 def _run_or_read(cfg: Config, data: ClipData, jobs: list[FoldJob], device: torch.device, resume: bool,
                  bar: tqdm | None, on_epoch_end: EpochHook | None) -> list[FoldResult]:
     """Train ``jobs`` (or read back the finished ones); results in the order of ``jobs``."""
-    done = {job.fold_dir: _fold_from_disk(job.fold_dir) for job in jobs if resume and runs.is_done(job.fold_dir)}
+    done = {job.fold_dir: _fold_from_disk(job.fold_dir, (job.cfg or cfg).name)
+            for job in jobs if resume and runs.is_done(job.fold_dir)}
     if bar is not None:
         bar.update(cfg.epochs * len(done))
     todo = [job for job in jobs if job.fold_dir not in done]
@@ -273,7 +277,7 @@ def train_cv(cfg: Config, manifest: pd.DataFrame, run_dir: str | os.PathLike, da
             for k in to_run:
                 fold_dir = runs.Run(run_dir).fold_dir(k)
                 if resume and runs.is_done(fold_dir):
-                    results.append(_fold_from_disk(fold_dir))
+                    results.append(_fold_from_disk(fold_dir, cfg.name))
                     bar.update(cfg.epochs * phases)
                 else:
                     jobs.append(FoldJob(k, split_fold(manifest, k, cfg), fold_dir))

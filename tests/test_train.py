@@ -325,6 +325,29 @@ def test_train_cv_writes_every_file(clips, tmp_path):
                                           "epochs_run"]
 
 
+def test_fold_figures_are_drawn_after_training_and_redrawn_when_an_interruption_left_them_out(clips, tmp_path,
+                                                                                            monkeypatch):
+    """Folds trained side by side get their figures once all are trained (no plotting beside training); a
+    fold finished by a run stopped before that gets them when the run is resumed, its results untouched."""
+    manifest, data = clips
+    drawn_while_training = []
+    real_figures = fold.fold_figures
+
+    def watch(fold_dir, name):
+        drawn_while_training.append(any(not (d / "DONE").is_file() for d in (tmp_path / "run").glob("fold_*")))
+        real_figures(fold_dir, name)
+    monkeypatch.setattr(schedule, "fold_figures", watch)
+    train.train_cv(make_cfg(epochs=1, num_threads=2), manifest, tmp_path / "run", data=data, progress=False)
+    assert drawn_while_training == [False, False]
+    fold_dir = tmp_path / "run" / "fold_1"
+    for name in ("learning_curve.png", "confusion.png"):
+        (fold_dir / name).unlink()
+    checkpoint = (fold_dir / "checkpoint.pt").stat().st_mtime_ns
+    train.train_cv(make_cfg(epochs=1, num_threads=2), manifest, tmp_path / "run", data=data, progress=False)
+    assert (fold_dir / "learning_curve.png").is_file() and (fold_dir / "confusion.png").is_file()
+    assert (fold_dir / "checkpoint.pt").stat().st_mtime_ns == checkpoint
+
+
 class Interrupt(Exception):
     pass
 
