@@ -384,8 +384,9 @@ class Sequence1Modal(nn.Module):
                 inp = reverse_within_lengths(h, index=index) if suffix else h
                 out = self._run_direction(inp, layer, suffix)
                 outputs.append(reverse_within_lengths(out, index=index) if suffix else out)
-            # A forward LSTM on right-padded input is exact on real frames; padded ones are junk.
-            h = torch.cat(outputs, dim=2).masked_fill(~keep, 0.0)
+            # A forward LSTM on right-padded input is exact on real frames; padded ones are junk. In place: cat's
+            # output is new and its backward does not need it.
+            h = torch.cat(outputs, dim=2).masked_fill_(~keep, 0.0)
         return h
 
     def _run_direction(self, x: torch.Tensor, layer: int, suffix: str) -> torch.Tensor:
