@@ -195,7 +195,7 @@ class ChunkMasks:
             raise ValueError(f"A chunk of rows {self.start}:{self.stop} got a tensor of {rows} clips x {frames} "
                              f"frames; the batch's masks are {tuple(keep.shape[:2])}.")
         self.next_site += 1
-        return keep_to_scale(keep[self.start:self.stop, :frames], p).to(device)
+        return keep_to_scale(keep[self.start:self.stop, :frames], p)
 
 
 Masks = DropoutNoise | ChunkMasks

@@ -88,6 +88,7 @@ def run_folds(cfg: Config, data: ClipData, jobs: Sequence[FoldJob], *, device: t
     ``"batched"``: the folds side by side (:func:`train_interleaved`); ``"stacked"``: stacked into
     one CUDA computation (:func:`train_stacked`). Each fold's epochs are
     :meth:`aus_lib.fold.FoldRun.run_epoch`, with the same per-fold results under every engine.
+    The side-by-side engines draw the fold figures (:func:`aus_lib.fold.fold_figures`) once all are trained.
     """
     if cfg.engine not in ENGINES:
         raise TrainError(f"engine={cfg.engine!r}: use one of {list(ENGINES)}.")
