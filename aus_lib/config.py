@@ -11,7 +11,7 @@ import copy
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -212,6 +212,19 @@ class Config:
                 "actor's own clips)." if self.actor_normalization else "")
         return (f"selection='inner': {held} per fold are held out for early stopping and checkpoint choice; the test "
                 f"fold is used only for the final evaluation.{fit}{norm}")
+
+
+# Keys added after runs were made: the value a run made before had in effect, and what that meant. Such a run,
+# training state or study lacks the key, so it differs from today's default; the refusal says how to continue it.
+ADDED_KEYS = {"micro_batch": ("null", "trained whole batches")}
+
+
+def resume_hint(old: Mapping, diffs: Iterable[str]) -> str:
+    """``"; <advice>"`` for each key of ``diffs`` that the saved config ``old`` predates, else ``""``."""
+    diffs = set(diffs)
+    notes = [f'it predates {key} and {meaning}: set "{key}": {value} in the params file to continue it'
+             for key, (value, meaning) in ADDED_KEYS.items() if key in diffs and key not in old]
+    return "".join(f"; {note}" for note in notes)
 
 
 # --- loading -------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from aus_lib import analysis, plots, runs
 from aus_lib.checkpoints import apply_normalization, data_fingerprint, differences
-from aus_lib.config import Config
+from aus_lib.config import Config, resume_hint
 from aus_lib.dataset import ClipData
 from aus_lib.model import BatchMasks, DropoutNoise, Sequence1Modal
 from aus_lib.ravdess import LABEL_INDEX, LABELS
@@ -481,10 +481,9 @@ class FoldRun:
             state = torch.load(state_path, map_location=device, weights_only=True)
             diffs = differences(state["params"], self.params)
             if diffs:
-                older = ("; it predates micro_batch and trained whole batches: set \"micro_batch\": null to resume it"
-                         if "micro_batch" in diffs and "micro_batch" not in state["params"] else "")
                 raise TrainError(f"Cannot resume {state_path}: it was trained with different settings "
-                                 f"({', '.join(diffs)}){older}. Use another run folder, or the same settings.")
+                                 f"({', '.join(diffs)}){resume_hint(state['params'], diffs)}. Use another run "
+                                 "folder, or the same settings.")
             if state.get("fold") != k:
                 raise TrainError(f"Cannot resume {state_path} as fold {k}: it is the state of fold {state.get('fold')}.")
             if state.get("data") != self.data_fingerprint:

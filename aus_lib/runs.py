@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
+from aus_lib.config import resume_hint
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -145,7 +147,8 @@ def prepare_run_dir(out_dir: str | os.PathLike, run_name: str, fingerprint: dict
                 if diffs:
                     raise RunExistsError(
                         f"Cannot resume {run_dir}: it was started with a different configuration "
-                        f"(differs in {', '.join(diffs)}). Use another run_name, or the same settings."
+                        f"(differs in {', '.join(diffs)}{resume_hint(old, diffs)}). Use another run_name, or the "
+                        "same settings."
                     )
             _lock(run_dir)
             remove_stale_temporaries(run_dir)

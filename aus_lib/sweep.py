@@ -35,7 +35,7 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from aus_lib import fold, folds, plots, runs, schedule, train
-from aus_lib.config import Config, ConfigError, build_config, read_params_file, with_values
+from aus_lib.config import Config, ConfigError, build_config, read_params_file, resume_hint, with_values
 from aus_lib.dataset import ClipData, load_clips
 from aus_lib.paths import OUTPUTS, resolve
 
@@ -329,8 +329,9 @@ def _check_setup(study: optuna.Study, setup: dict) -> None:
     if old["space"] != setup["space"]:
         diffs.insert(0, "search space")
     if diffs:
-        raise SweepError(f"Study {study.study_name!r} was started with other settings (differs in {', '.join(diffs)}); "
-                         "its trials would not be comparable. Use the same files and options, or another --study name.")
+        raise SweepError(f"Study {study.study_name!r} was started with other settings (differs in {', '.join(diffs)}"
+                         f"{resume_hint(old['fingerprint'], diffs)}); its trials would not be comparable. Use the same "
+                         "files and options, or another --study name.")
 
 
 # --- results ---------------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from aus_lib import analysis, normalize, plots, runs
 from aus_lib.checkpoints import RESUMABLE_CHANGES, data_fingerprint, differences, load_checkpoint
-from aus_lib.config import Config
+from aus_lib.config import Config, resume_hint
 from aus_lib.dataset import ClipData, au_columns, describe_data, load_clips
 from aus_lib.fold import (METRICS, EpochHook, FoldJob, FoldResult, FoldSplit, TrainError, actors_of, class_weights,
                           clip_probabilities, fold_figures, fold_tensors, resolve_device, split_fold)
@@ -101,10 +101,11 @@ def _check_resumable(run_dir: Path, params: dict, manifest: pd.DataFrame) -> Non
     """Refuse to continue a run folder that holds a different configuration or data split."""
     config_file, inputs_file = runs.Run(run_dir).config_file, runs.Run(run_dir).inputs_file
     if config_file.is_file():
-        diffs = differences(json.loads(config_file.read_text()), params)
+        old = json.loads(config_file.read_text())
+        diffs = differences(old, params)
         if diffs:
-            raise TrainError(f"{config_file} differs from this run's configuration in {', '.join(diffs)}. "
-                             "Use another run folder, or resume=False to start it again.")
+            raise TrainError(f"{config_file} differs from this run's configuration in {', '.join(diffs)}"
+                             f"{resume_hint(old, diffs)}. Use another run folder, or resume=False to start it again.")
     if inputs_file.is_file():
         old = pd.read_csv(inputs_file, usecols=["clip", "fold"])
         if list(zip(old["clip"], old["fold"])) != list(zip(manifest["clip"], manifest["fold"])):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 
 import numpy as np
 import pandas as pd
@@ -334,9 +335,11 @@ def test_fold_figures_are_drawn_after_training_and_redrawn_when_an_interruption_
     real_figures = fold.fold_figures
 
     def watch(fold_dir, name):
-        drawn_while_training.append(any(not (d / "DONE").is_file() for d in (tmp_path / "run").glob("fold_*")))
+        unfinished = any(not (d / "DONE").is_file() for d in (tmp_path / "run").glob("fold_*"))
+        drawn_while_training.append(unfinished or threading.current_thread() is not threading.main_thread())
         real_figures(fold_dir, name)
-    monkeypatch.setattr(schedule, "fold_figures", watch)
+    for module in (fold, schedule, train):  # wherever a caller looks the function up
+        monkeypatch.setattr(module, "fold_figures", watch)
     train.train_cv(make_cfg(epochs=1, num_threads=2), manifest, tmp_path / "run", data=data, progress=False)
     assert drawn_while_training == [False, False]
     fold_dir = tmp_path / "run" / "fold_1"
@@ -346,6 +349,24 @@ def test_fold_figures_are_drawn_after_training_and_redrawn_when_an_interruption_
     train.train_cv(make_cfg(epochs=1, num_threads=2), manifest, tmp_path / "run", data=data, progress=False)
     assert (fold_dir / "learning_curve.png").is_file() and (fold_dir / "confusion.png").is_file()
     assert (fold_dir / "checkpoint.pt").stat().st_mtime_ns == checkpoint
+
+
+def test_a_run_from_before_micro_batch_is_told_how_to_continue(clips, tmp_path):
+    """Its config.json lacks the key (it trained whole batches): the refusal names the setting that continues it,
+    and with that setting it resumes."""
+    manifest, data = clips
+    cfg = make_cfg(epochs=1).replace(micro_batch=None)
+    train.train_cv(cfg, manifest, tmp_path / "run", data=data, folds=[1], progress=False)
+    config_file = tmp_path / "run" / "config.json"
+    old = json.loads(config_file.read_text())
+    del old["micro_batch"]
+    config_file.write_text(json.dumps(old))
+    with pytest.raises(fold.TrainError, match='predates micro_batch.*"micro_batch": null in the params file'):
+        train.train_cv(make_cfg(epochs=1), manifest, tmp_path / "run", data=data, folds=[1], progress=False)
+    train.train_cv(cfg, manifest, tmp_path / "run", data=data, folds=[1], progress=False)
+    runs.prepare_run_dir(tmp_path, "cli", {"lr": 0.001})  # a CLI run folder from before the key existed
+    with pytest.raises(runs.RunExistsError, match='"micro_batch": null'):
+        runs.prepare_run_dir(tmp_path, "cli", {"lr": 0.001, "micro_batch": "auto"}, resume=True)
 
 
 class Interrupt(Exception):
