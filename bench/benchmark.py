@@ -172,7 +172,7 @@ def phase_cv(args: argparse.Namespace) -> dict:
     """One mode's K-fold CV for ``args.epochs`` epochs, then (fast mode) inference for every clip."""
     process_started = args.process_started
     overrides = {"epochs": args.epochs, "patience": args.patience, "kfolds": args.folds, "device": args.device,
-                 "seed": args.seed, "engine": "batched" if args.mode == "fast" else "plain",
+                 "seed": args.seed, "engine": args.engine if args.mode == "fast" else "plain",
                  "num_threads": args.threads if args.mode == "fast" else args.reference_threads}
     cfg = load_config(PARAMS, overrides)
     if args.mode == "reference":
@@ -249,6 +249,7 @@ def run_phase(name: str, args: argparse.Namespace, **extra) -> dict:
            "--reference-threads", str(args.reference_threads), "--patience", str(args.patience)]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
+    cmd += ["--engine", args.engine]
     for key, value in extra.items():
         cmd += [f"--{key.replace('_', '-')}", str(value)]
     load_before = os.getloadavg()[0]
@@ -298,7 +299,8 @@ def markdown(report: dict) -> str:
     stopping = "early stopping off" if report["patience"] == -1 else f"patience {report['patience']}"
     lines = [f"Benchmark {report['date']}: {where}, torch {m['torch']}, device {m['device']}, "
              f"{r['load']['clips']} synthetic clips, paper config, {report['folds']} folds x "
-             f"{report['epochs']} epochs ({stopping}); medians of {report['repeat']} run(s) per phase.", "",
+             f"{report['epochs']} epochs ({stopping}), fast engine {report.get('engine', 'batched')}; medians of "
+             f"{report['repeat']} run(s) per phase.", "",
              "| measure | reference | fast | ratio |", "|---|---|---|---|"]
     ref, fast = r.get("cv_reference", {}), r.get("cv_fast", {})
 
@@ -361,6 +363,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mode", choices=("fast", "reference", "both"), default="both")
     parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON file; the table goes beside it (.md)")
+    parser.add_argument("--engine", choices=["batched", "stacked"], default="batched",
+                        help="engine of the fast mode (stacked: CUDA only, all folds in one computation)")
     parser.add_argument("--threads", type=int, default=None,
                         help="cfg.num_threads of the fast mode (default: torch's default, one per core)")
     parser.add_argument("--reference-threads", type=int, default=1,
@@ -402,7 +406,7 @@ def main(argv: list[str] | None = None) -> None:
         shutil.rmtree(args.cache_dir, ignore_errors=True)
     results = {name: median_of(runs) for name, runs in raw.items()}
     report = {"date": time.strftime("%Y-%m-%d %H:%M"), "epochs": args.epochs, "folds": args.folds,
-              "patience": args.patience, "repeat": args.repeat, "machine": machine(args.device),
+              "patience": args.patience, "repeat": args.repeat, "engine": args.engine, "machine": machine(args.device),
               "results": results, "runs": raw}
     report["summary"] = summarize(args, results, raw)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -137,11 +137,10 @@ def test_micro_batch_setting():
 
 
 def test_micro_batches_change_only_rounding(two_folds, tmp_path):
-    """Chunks of 8 clips (4 passes per batch of 32) against whole batches: the same training up to float
-    rounding of the summed gradients; and the chunks really are separate passes."""
+    """Chunks of 8 clips (4 passes per batch of 32) against whole batches: the same gradients, loss and
+    accuracy up to float rounding; and the chunks really are separate passes."""
     manifest, data = two_folds
-    calls = {}
-    results = {}
+    calls, first_grads, returned, weights_after = {}, {}, {}, {}
     for chunk in (None, 8):
         cfg = cfg_of(micro_batch=chunk)
         run = fold.FoldRun(cfg, data, 1, fold.split_fold(manifest, 1, cfg), tmp_path / str(chunk), packed=False,
@@ -151,14 +150,24 @@ def test_micro_batches_change_only_rounding(two_folds, tmp_path):
         def count(*_, chunk=chunk):
             calls[chunk] += 1
         run.model.register_forward_pre_hook(count)
+        step = run.optimizer.step
+
+        def record_then_step(*args, chunk=chunk, step=step, **kwargs):
+            first_grads.setdefault(chunk, {n: p.grad.clone() for n, p in run.model.named_parameters()})
+            return step(*args, **kwargs)
+        run.optimizer.step = record_then_step
         with schedule.torch_settings(cfg):
-            run.model.train()
-            fold.train_epoch(run.model, run.optimizer, run.tensors, run.split.train, run.weights, cfg, 11)
-        results[chunk] = {name: p.detach().clone() for name, p in run.model.named_parameters()}
+            returned[chunk] = fold.train_epoch(run.model, run.optimizer, run.tensors, run.split.train, run.weights,
+                                               cfg, 11)
+        weights_after[chunk] = {name: p.detach().clone() for name, p in run.model.named_parameters()}
     batches = -(-len(run.split.train) // 32)
     assert calls[None] == batches and calls[8] > 3 * batches
-    for name, whole in results[None].items():
-        torch.testing.assert_close(results[8][name], whole, atol=1e-5, rtol=0, msg=name)
+    for name, whole in first_grads[None].items():
+        torch.testing.assert_close(first_grads[8][name], whole, atol=1e-6, rtol=1e-5, msg=name)
+    assert returned[8][0] == pytest.approx(returned[None][0], rel=1e-6)  # weighted mean training loss
+    assert returned[8][1] == returned[None][1]                           # training accuracy
+    for name, whole in weights_after[None].items():
+        torch.testing.assert_close(weights_after[8][name], whole, atol=1e-5, rtol=0, msg=name)
 
 
 def test_the_stacked_engine_refuses_chunks(two_folds, tmp_path):
@@ -311,12 +320,28 @@ def test_stacked_adam_steps_each_fold_like_torch_adam():
 
 # --- the benchmark's reference mode: the plain engine's computation, the original's costs --------------------
 
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location("aus_benchmark", BENCHMARK)
+def load_benchmark(path: Path = BENCHMARK, name: str = "aus_benchmark"):
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def test_engine_agreement_measures_the_difference_of_two_engines(tiny_synthetic, tmp_path):
+    """bench/engine_agreement.py (how the CUDA = CPU tolerance is to be measured), run with two CPU engines:
+    masked vs packed agree to float rounding, and it says so; an impossible side is refused by name."""
+    agreement = load_benchmark(BENCHMARK.with_name("engine_agreement.py"), "aus_engine_agreement")
+    out = tmp_path / "agreement.json"
+    table = agreement.main(["--a", "cpu:batched", "--b", "cpu:plain", "--epochs", "1", "--folds", "2",
+                            "--aus-dir", str(tiny_synthetic), "--out", str(out)])
+    assert list(table.index) == [1, 2, "all"]
+    assert 0 < table.loc["all", "max_abs_diff_weight"] < 1e-4  # other arithmetic order: not identical, close
+    assert table.loc["all", "same_test_prediction"] == 1.0
+    assert table.loc["all", "accuracy_a"] == table.loc["all", "accuracy_b"]
+    assert "cpu:batched vs cpu:plain" in out.with_suffix(".md").read_text()
+    with pytest.raises(SystemExit):
+        agreement.main(["--b", "cuda:fast"])
 
 
 def test_reference_mode_computes_exactly_what_the_plain_engine_computes(two_folds, tmp_path):
