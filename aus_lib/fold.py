@@ -13,7 +13,8 @@ Reading order: :func:`train_epoch` (one pass over the training clips) and :func:
 (a fold trained alone to the end). How several folds are scheduled is :mod:`aus_lib.schedule`,
 the cross-validation run around them :mod:`aus_lib.train`.
 
-Model selection (``cfg.selection``):
+Which clips a fold trains, validates and tests on (``cfg.selection``) is
+:func:`aus_lib.folds.split_fold`:
 
 * ``"test_fold"`` (the original): the test fold is also the validation set, so early stopping
   and the checkpoint are chosen on it and the reported scores are optimistic;
@@ -27,10 +28,9 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -42,8 +42,9 @@ from aus_lib import analysis, plots, runs
 from aus_lib.checkpoints import apply_normalization, data_fingerprint, differences
 from aus_lib.config import Config, resume_hint
 from aus_lib.dataset import ClipData
+from aus_lib.folds import FoldSplit
 from aus_lib.model import BatchMasks, DropoutNoise, Sequence1Modal
-from aus_lib.ravdess import LABEL_INDEX, LABELS
+from aus_lib.ravdess import LABELS
 
 METRICS = ("accuracy", "precision", "recall", "f1", "uar", "loss")
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_precision",
@@ -92,118 +93,7 @@ def fold_seed(seed: int, k: int, *more: int) -> int:
         raise TrainError(f"seed={seed}: use a non-negative integer seed.")
     return int(np.random.SeedSequence([seed, k, *more]).generate_state(1)[0])
 
-# --- splits, class weights, input scaling -----------------------------------------------------
-
-class FoldSplit(NamedTuple):
-    """Clip indices (into the manifest / ClipData) of one fold's three partitions."""
-
-    train: np.ndarray
-    val: np.ndarray
-    test: np.ndarray
-
-
-
-def _fold_of_clips(source: pd.DataFrame | ClipData,
-                   folds: Mapping[int, Iterable[int]] | None) -> tuple[np.ndarray, np.ndarray]:
-    """(actor, test fold) of every clip of a manifest or ClipData."""
-    if isinstance(source, pd.DataFrame):
-        actors = source["actor"].to_numpy(np.int64)
-        if folds is None:
-            if "fold" not in source:
-                raise TrainError("The manifest has no 'fold' column: pass folds= (fold -> test actors) or use "
-                                 "folds.assign_folds first.")
-            return actors, source["fold"].to_numpy(np.int64)
-    elif isinstance(source, ClipData):
-        actors = np.asarray(source.actors, dtype=np.int64)
-        if folds is None:
-            raise TrainError("ClipData carries no folds: pass folds= (fold -> test actors), e.g. from folds.make_folds.")
-    else:
-        raise TypeError(f"split_fold needs a manifest DataFrame or a ClipData, got {type(source).__name__}.")
-    fold_of = {int(a): int(k) for k, members in folds.items() for a in members}
-    missing = sorted(set(actors.tolist()) - set(fold_of))
-    if missing:
-        raise TrainError(f"Actor(s) {missing} are in no fold of folds={dict(folds)}.")
-    return actors, np.array([fold_of[a] for a in actors.tolist()], dtype=np.int64)
-
-
-
-def split_fold(source: pd.DataFrame | ClipData, k: int, cfg: Config,
-               folds: Mapping[int, Iterable[int]] | None = None) -> FoldSplit:
-    """Train / validation / test clip indices of fold ``k`` under ``cfg.selection``.
-
-    ``source`` is a manifest with ``actor`` and ``fold`` columns, or a manifest / ClipData plus
-    ``folds`` (fold -> test actors). Test = the clips of fold k's actors. With ``"test_fold"``
-    validation is the test fold itself; with ``"inner"`` it is ``cfg.inner_val_actors`` training
-    actors drawn from ``(seed, k)`` (fewer if needed so at least one training actor remains).
-    """
-    actors, fold = _fold_of_clips(source, folds)
-    if k not in set(fold.tolist()):
-        raise TrainError(f"Fold {k} does not exist; the folds are {sorted(set(fold.tolist()))}.")
-    test = np.flatnonzero(fold == k)
-    rest = np.flatnonzero(fold != k)
-    if cfg.selection == "test_fold":
-        return FoldSplit(rest, test, test)
-    if cfg.selection != "inner":
-        raise TrainError(f"selection={cfg.selection!r}: use 'test_fold' or 'inner'.")
-    train_actors = np.unique(actors[rest])
-    rng = np.random.default_rng([cfg.seed, k])
-    n_val = inner_val_count(len(train_actors), cfg.inner_val_actors, k)
-    if n_val == 0:
-        return _inner_split_by_clips(rest, test, source, k, rng)
-    val_actors = rng.choice(train_actors, size=n_val, replace=False)
-    is_val = np.isin(actors[rest], val_actors)
-    return FoldSplit(rest[~is_val], rest[is_val], test)
-
-
-
-MIN_TRAIN_ACTORS = 2     # inner validation never leaves fewer training actors than this, if it can help it
-
-
-INNER_VAL_FRACTION = 0.2  # inner_val_actors="auto": this share of the training actors, rounded, at least 1
-
-
-
-def inner_val_count(n_train_actors: int, setting: int | str, k: int = 0) -> int:
-    """How many of ``n_train_actors`` training actors fold ``k`` holds out for inner validation.
-
-    ``"auto"``: a fifth of them (rounded, at least 1) while at least :data:`MIN_TRAIN_ACTORS`
-    remain to train on, e.g. 4 of 19 (24 actors, 5 folds), 1 of 4 (5 actors, one per fold);
-    with 2 or 3 training actors 1 (a warning says how few remain); with a single training actor
-    0, meaning a fifth of that actor's clips is held out instead (see :func:`split_fold`).
-    An integer asks for that many, capped so one training actor remains.
-    """
-    if n_train_actors < 1:
-        raise TrainError(f"Fold {k}: no training actors; every actor is in the test fold.")
-    if setting == "auto":
-        n_val = max(1, round(INNER_VAL_FRACTION * n_train_actors))
-        n_val = min(n_val, max(1, n_train_actors - MIN_TRAIN_ACTORS))
-    else:
-        n_val = int(setting)
-    n_val = min(n_val, n_train_actors - 1)
-    left = n_train_actors - n_val
-    if 0 < n_val and left < MIN_TRAIN_ACTORS:
-        warnings.warn(f"Fold {k}: inner validation holds out {n_val} of {n_train_actors} training actors, leaving "
-                      f"{left} to train on. Results with so few training actors are weak; use more actors or fewer "
-                      "held-out ones (inner_val_actors).", stacklevel=1)  # one location: shown once per fold
-    return n_val
-
-
-
-def _inner_split_by_clips(rest: np.ndarray, test: np.ndarray, source, k: int, rng: np.random.Generator) -> FoldSplit:
-    """Inner validation from a single training actor: a fifth of its clips, stratified by emotion.
-    Not actor-disjoint, so it judges epochs on the same person; the test fold is still untouched."""
-    warnings.warn(f"Fold {k}: only one training actor, so inner validation holds out a fifth of that actor's clips "
-                  "(stratified by emotion) instead of whole actors.", stacklevel=1)  # one location: once per fold
-    labels = (np.asarray(source.labels) if isinstance(source, ClipData)
-              else np.array([LABEL_INDEX[e] for e in source["emotion"]]))
-    is_val = np.zeros(len(rest), dtype=bool)
-    for label in np.unique(labels[rest]):
-        members = np.flatnonzero(labels[rest] == label)
-        take = max(1, round(INNER_VAL_FRACTION * len(members))) if len(members) > 1 else 0
-        is_val[rng.choice(members, size=take, replace=False)] = True
-    return FoldSplit(rest[~is_val], rest[is_val], test)
-
-
+# --- class weights, input scaling -------------------------------------------------------------
 
 def class_weights(labels: np.ndarray, n_classes: int = len(LABELS)) -> torch.Tensor:
     """Balanced weights ``n / (C * count_c)`` over the C classes present; absent classes get 0."""

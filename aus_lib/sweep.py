@@ -2,7 +2,7 @@
 
 A trial never sees an outer test fold: for each outer fold k it loads only the clips of fold
 k's training actors, holds out inner validation actors among them (``selection="inner"``,
-:func:`aus_lib.fold.split_fold`), trains, and scores the epoch early stopping keeps by its
+:func:`aus_lib.folds.split_fold`), trains, and scores the epoch early stopping keeps by its
 inner-validation weighted F1. The trial's value is the mean of that score over the outer folds;
 after every epoch the mean so far is reported, so the median pruner stops bad trials early. Once
 the study holds its trials, the best configuration is trained once with the normal
@@ -172,15 +172,15 @@ class NestedObjective:
         self.base = build_config(trial_params(self.base_params, {}, where), where)
         self._data: dict[int, ClipData] = {}
 
-    def fold_data(self, k: int, cfg: Config) -> tuple[ClipData, fold.FoldSplit]:
+    def fold_data(self, k: int, cfg: Config) -> tuple[ClipData, folds.FoldSplit]:
         """Outer fold k's training clips (never its test clips) and their inner train/validation split."""
-        split = fold.split_fold(self.manifest, k, cfg)
+        split = folds.split_fold(self.manifest, k, cfg)
         seen = np.sort(np.concatenate([split.train, split.val]))
         if np.isin(seen, split.test).any():
             raise RuntimeError(f"Outer fold {k}: the inner split reaches into the test fold.")
         if k not in self._data:
             self._data[k] = load_clips(self.manifest.iloc[seen], progress=False)
-        return self._data[k], fold.FoldSplit(np.searchsorted(seen, split.train), np.searchsorted(seen, split.val),
+        return self._data[k], folds.FoldSplit(np.searchsorted(seen, split.train), np.searchsorted(seen, split.val),
                                               np.array([], dtype=np.int64))
 
     def config(self, trial: optuna.Trial) -> Config:

@@ -27,9 +27,10 @@ from aus_lib import analysis, normalize, plots, runs
 from aus_lib.checkpoints import RESUMABLE_CHANGES, data_fingerprint, differences, load_checkpoint
 from aus_lib.config import Config, resume_hint
 from aus_lib.dataset import ClipData, au_columns, describe_data, load_clips
-from aus_lib.fold import (METRICS, EpochHook, FoldJob, FoldResult, FoldSplit, TrainError, actors_of, class_weights,
-                          clip_probabilities, fold_figures, fold_tensors, resolve_device, split_fold)
-from aus_lib.folds import assign_folds, check_training_emotions, folds_from_manifest, make_folds
+from aus_lib.fold import (METRICS, EpochHook, FoldJob, FoldResult, TrainError, actors_of, class_weights,
+                          clip_probabilities, fold_figures, fold_tensors, resolve_device)
+from aus_lib.folds import (FoldSplit, assign_folds, check_training_emotions, folds_from_manifest, make_folds,
+                           split_fold)
 from aus_lib.progress import training_bar
 from aus_lib.ravdess import LABELS
 from aus_lib.schedule import run_folds, torch_settings

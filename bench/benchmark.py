@@ -48,7 +48,8 @@ from aus_lib.config import Config, load_config
 from aus_lib.folds import assign_folds, make_folds
 from aus_lib.paths import PARAMS_DIR
 from aus_lib.checkpoints import apply_normalization
-from aus_lib.fold import FoldRun, FoldSplit
+from aus_lib.fold import FoldRun
+from aus_lib.folds import FoldSplit, split_fold
 
 PARAMS = PARAMS_DIR / "RAVDESS_AUs.json"
 PAPER_EPOCHS = 300  # the paper config's epochs: what the per-epoch figures are extrapolated to
@@ -120,7 +121,7 @@ def reference_cv(cfg: Config, manifest, data: dataset.ClipData, run_dir: Path,
     results = []
     with schedule.torch_settings(cfg):
         for k in range(1, cfg.kfolds + 1):
-            run = ReferenceFoldRun(cfg, data, list(manifest["path"]), k, fold.split_fold(manifest, k, cfg),
+            run = ReferenceFoldRun(cfg, data, list(manifest["path"]), k, split_fold(manifest, k, cfg),
                                    run_dir / f"fold_{k}", device)
             while not run.done:
                 row = run.run_epoch()

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 import torch
 
-from aus_lib import baselines, checkpoints, dataset, fold, inference, normalize, runs, train
+from aus_lib import baselines, checkpoints, dataset, inference, normalize, runs, train
 from aus_lib.config import ConfigError, load_config
-from aus_lib.folds import assign_folds
+from aus_lib.folds import assign_folds, inner_val_count, split_fold
 from aus_lib.model import ModelConfig, Sequence1Modal
 from aus_lib.paths import SHARED_DATA
 
@@ -98,16 +98,16 @@ def test_actor_zscore_lifts_the_svc_on_the_real_24_actor_averages():
 def test_auto_inner_validation_holds_out_a_fifth_of_the_training_actors(n_train, expected):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        assert fold.inner_val_count(n_train, "auto") == expected
+        assert inner_val_count(n_train, "auto") == expected
 
 
 def test_few_remaining_training_actors_warn():
     with pytest.warns(UserWarning, match="leaving 1 to train on"):
-        fold.inner_val_count(2, "auto", k=3)
+        inner_val_count(2, "auto", k=3)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert fold.inner_val_count(4, "auto") == 1  # 5 actors, one per fold: 3 remain, no warning
-        assert fold.inner_val_count(19, 4) == 4
+        assert inner_val_count(4, "auto") == 1  # 5 actors, one per fold: 3 remain, no warning
+        assert inner_val_count(19, 4) == 4
 
 
 def test_a_single_training_actor_gives_a_stratified_clip_level_inner_split(clips):
@@ -115,7 +115,7 @@ def test_a_single_training_actor_gives_a_stratified_clip_level_inner_split(clips
     loao = assign_folds(manifest.drop(columns="fold").query("actor in (1, 2)").reset_index(drop=True),
                         {1: (1,), 2: (2,)})
     with pytest.warns(UserWarning, match="only one training actor"):
-        split = fold.split_fold(loao, 1, honest_cfg())
+        split = split_fold(loao, 1, honest_cfg())
     assert set(loao["actor"][split.train]) == set(loao["actor"][split.val]) == {2}
     assert set(loao["actor"][split.test]) == {1}
     per_emotion = loao.iloc[split.val]["emotion"].value_counts()

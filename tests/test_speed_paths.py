@@ -13,7 +13,7 @@ import torch
 
 from aus_lib import checkpoints, dataset, fold, inference, schedule, train
 from aus_lib.config import ConfigError, load_config
-from aus_lib.folds import assign_folds, make_folds
+from aus_lib.folds import assign_folds, make_folds, split_fold
 from aus_lib.model import BatchMasks, DropoutNoise, ModelConfig, Sequence1Modal, lengths_to_mask
 
 # The paper model (dropout 0.3 everywhere), made small so every test trains in seconds.
@@ -51,7 +51,7 @@ def cfg_of(**overrides):
 
 def each_fold_alone(cfg, manifest, data, out: Path, packed: bool = False) -> dict[int, fold.FoldResult]:
     with schedule.torch_settings(cfg):
-        return {k: fold.train_fold(cfg, data, k, fold.split_fold(manifest, k, cfg), out / f"fold_{k}",
+        return {k: fold.train_fold(cfg, data, k, split_fold(manifest, k, cfg), out / f"fold_{k}",
                                     packed=packed) for k in range(1, cfg.kfolds + 1)}
 
 
@@ -64,7 +64,7 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
 
 
 def fold_runs(cfg, manifest, data, out: Path, resume: bool = False) -> list[fold.FoldRun]:
-    return [fold.FoldRun(cfg, data, k, fold.split_fold(manifest, k, cfg), out / f"fold_{k}", packed=False,
+    return [fold.FoldRun(cfg, data, k, split_fold(manifest, k, cfg), out / f"fold_{k}", packed=False,
                           device=torch.device("cpu"), resume=resume) for k in range(1, cfg.kfolds + 1)]
 
 
@@ -143,7 +143,7 @@ def test_micro_batches_change_only_rounding(two_folds, tmp_path):
     calls, first_grads, returned, weights_after = {}, {}, {}, {}
     for chunk in (None, 8):
         cfg = cfg_of(micro_batch=chunk)
-        run = fold.FoldRun(cfg, data, 1, fold.split_fold(manifest, 1, cfg), tmp_path / str(chunk), packed=False,
+        run = fold.FoldRun(cfg, data, 1, split_fold(manifest, 1, cfg), tmp_path / str(chunk), packed=False,
                            device=torch.device("cpu"), resume=False)
         calls[chunk] = 0
 
@@ -173,7 +173,7 @@ def test_micro_batches_change_only_rounding(two_folds, tmp_path):
 def test_the_stacked_engine_refuses_chunks(two_folds, tmp_path):
     manifest, data = two_folds
     cfg = cfg_of(engine="stacked", micro_batch=8)
-    job = fold.FoldJob(1, fold.split_fold(manifest, 1, cfg), tmp_path / "fold_1")
+    job = fold.FoldJob(1, split_fold(manifest, 1, cfg), tmp_path / "fold_1")
     with pytest.raises(fold.TrainError, match="micro_batch"):
         schedule.run_folds(cfg, data, [job], device=torch.device("cuda"))
 
@@ -183,7 +183,7 @@ def test_a_state_from_before_micro_batch_resumes_with_whole_batches(two_folds, t
     default would mix two computations, so it is refused with the setting that continues it."""
     manifest, data = two_folds
     cfg = cfg_of(micro_batch=None)
-    split = fold.split_fold(manifest, 1, cfg)
+    split = split_fold(manifest, 1, cfg)
     fold.FoldRun(cfg, data, 1, split, tmp_path, packed=False, device=torch.device("cpu"), resume=False).run_epoch()
     state = torch.load(tmp_path / "state.pt", weights_only=True)
     del state["params"]["micro_batch"]
@@ -245,7 +245,7 @@ def test_stacked_engine_matches_each_fold_alone(three_folds, tmp_path):
     cfg = cfg_of(kfolds=3, epochs=4, patience=1, preprocessor="standard")
     alone = each_fold_alone(cfg, manifest, data, tmp_path / "alone")
     assert min(len(r.history) for r in alone.values()) < 4, "no fold stopped early: the test lost its point"
-    assert len({len(fold.split_fold(manifest, k, cfg).train) for k in (1, 2, 3)}) > 1
+    assert len({len(split_fold(manifest, k, cfg).train) for k in (1, 2, 3)}) > 1
     results = schedule.train_stacked(fold_runs(cfg, manifest, data, tmp_path / "stacked"))
     assert_close_folds(results, alone, tmp_path / "stacked", tmp_path / "alone")
 

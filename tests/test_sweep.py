@@ -15,8 +15,9 @@ import numpy as np
 import optuna
 import pytest
 
-from aus_lib import fold, folds, sweep
+from aus_lib import folds, sweep
 from aus_lib.config import load_config
+from aus_lib.folds import split_fold
 
 SPACE = {"lr": {"low": 0.001, "high": 0.01, "log": True}, "model_params.encoder.dim": {"choices": [4, 8]}}
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -58,7 +59,7 @@ def test_a_trial_loads_only_the_training_actors_of_each_outer_fold(setup, monkey
         data, split = objective.fold_data(k, objective.base)
         assert not set(data.actors.tolist()) & set(test_actors)
         assert len(split.test) == 0
-        expected = fold.split_fold(manifest, k, objective.base)
+        expected = split_fold(manifest, k, objective.base)
         assert set(data.actors[split.val].tolist()) == set(manifest["actor"].to_numpy()[expected.val].tolist())
         assert set(data.actors[split.train].tolist()) == set(manifest["actor"].to_numpy()[expected.train].tolist())
 

@@ -12,7 +12,7 @@ import torch
 
 from aus_lib import checkpoints, dataset, fold, runs, schedule, train
 from aus_lib.config import load_config
-from aus_lib.folds import assign_folds, make_folds
+from aus_lib.folds import FoldError, assign_folds, make_folds, split_fold
 from aus_lib.model import Sequence1Modal
 from aus_lib.ravdess import LABELS
 
@@ -38,7 +38,7 @@ def run_fold(clips, fold_dir, k=1, **overrides):
     manifest, data = clips
     cfg = make_cfg(**overrides)
     with schedule.torch_settings(cfg):
-        return fold.train_fold(cfg, data, k, fold.split_fold(manifest, k, cfg), fold_dir, packed=cfg.engine == "plain")
+        return fold.train_fold(cfg, data, k, split_fold(manifest, k, cfg), fold_dir, packed=cfg.engine == "plain")
 
 
 def comparable(history: pd.DataFrame) -> pd.DataFrame:
@@ -117,7 +117,7 @@ def test_training_loop_keeps_the_scripted_best_epoch_as_checkpoint(clips, tmp_pa
     monkeypatch.setattr(fold, "evaluate", scripted)
     cfg = make_cfg(epochs=10, patience=2)
     with schedule.torch_settings(cfg):
-        result = fold.train_fold(cfg, clips[1], 1, fold.split_fold(manifest, 1, cfg), tmp_path / "fold",
+        result = fold.train_fold(cfg, clips[1], 1, split_fold(manifest, 1, cfg), tmp_path / "fold",
                                   packed=False, on_epoch_end=remember)
     assert result.history["best"].tolist() == [True, True, False, False]
     assert result.metrics["best_epoch"] == 2 and result.metrics["epochs_run"] == 4
@@ -150,7 +150,7 @@ def test_class_weights_equalize_each_class_total(clips):
 
 def test_normalization_is_fitted_on_the_training_part_only(clips):
     manifest, data = clips
-    split = fold.split_fold(manifest, 1, make_cfg())
+    split = split_fold(manifest, 1, make_cfg())
     norm = fold.fit_normalization(data, split.train, "standard")
     train_frames = np.concatenate([data.clip(i) for i in split.train])
     all_frames = np.concatenate([data.clip(i) for i in range(len(data))])
@@ -160,7 +160,7 @@ def test_normalization_is_fitted_on_the_training_part_only(clips):
 
 def test_test_fold_selection_validates_on_the_test_fold(clips):
     manifest, _ = clips
-    train_idx, val_idx, test_idx = fold.split_fold(manifest, 2, make_cfg(selection="test_fold"))
+    train_idx, val_idx, test_idx = split_fold(manifest, 2, make_cfg(selection="test_fold"))
     assert np.array_equal(val_idx, test_idx)
     assert np.array_equal(test_idx, np.flatnonzero(manifest["fold"] == 2))
     assert np.array_equal(np.sort(np.concatenate([train_idx, test_idx])), np.arange(len(manifest)))
@@ -169,7 +169,7 @@ def test_test_fold_selection_validates_on_the_test_fold(clips):
 def test_inner_selection_holds_out_whole_training_actors(clips):
     manifest, _ = clips
     cfg = make_cfg(selection="inner", inner_val_actors=1)
-    train_idx, val_idx, test_idx = fold.split_fold(manifest, 1, cfg)
+    train_idx, val_idx, test_idx = split_fold(manifest, 1, cfg)
     actors = manifest["actor"].to_numpy()
     test_actors = set(actors[manifest["fold"] == 1])
     assert set(actors[test_idx]) == test_actors
@@ -177,13 +177,13 @@ def test_inner_selection_holds_out_whole_training_actors(clips):
     assert set(actors[val_idx]).isdisjoint(actors[train_idx])
     assert len(set(actors[val_idx])) == 1
     assert len(train_idx) + len(val_idx) + len(test_idx) == len(manifest)
-    again = fold.split_fold(manifest, 1, cfg)
+    again = split_fold(manifest, 1, cfg)
     assert np.array_equal(again.val, val_idx)
 
 
 def test_inner_selection_keeps_at_least_one_training_actor(clips):
     manifest, _ = clips
-    train_idx, val_idx, _ = fold.split_fold(manifest, 1, make_cfg(selection="inner", inner_val_actors=4))
+    train_idx, val_idx, _ = split_fold(manifest, 1, make_cfg(selection="inner", inner_val_actors=4))
     assert len(set(manifest["actor"].to_numpy()[train_idx])) == 1
     assert len(set(manifest["actor"].to_numpy()[val_idx])) == 1
 
@@ -192,16 +192,16 @@ def test_split_fold_accepts_clip_data_with_folds(clips):
     manifest, data = clips
     folds = {k: tuple(sorted(g["actor"].unique())) for k, g in manifest.groupby("fold")}
     cfg = make_cfg(selection="inner", inner_val_actors=1)
-    assert all(np.array_equal(a, b) for a, b in zip(fold.split_fold(data, 2, cfg, folds=folds),
-                                                    fold.split_fold(manifest, 2, cfg)))
-    with pytest.raises(fold.TrainError, match="folds="):
-        fold.split_fold(data, 2, cfg)
+    assert all(np.array_equal(a, b) for a, b in zip(split_fold(data, 2, cfg, folds=folds),
+                                                    split_fold(manifest, 2, cfg)))
+    with pytest.raises(FoldError, match="folds="):
+        split_fold(data, 2, cfg)
 
 
 def test_inner_training_sees_the_test_fold_only_in_the_final_evaluation(clips, tmp_path, monkeypatch):
     manifest, _ = clips
     cfg = make_cfg(selection="inner", inner_val_actors=1, epochs=2)
-    split = fold.split_fold(manifest, 1, cfg)
+    split = split_fold(manifest, 1, cfg)
     seen = []
     real_evaluate = fold.evaluate
 
@@ -269,8 +269,8 @@ def test_checkpoint_round_trip_gives_identical_logits_and_metrics(clips, tmp_pat
     x, lengths, _ = tensors.batch(np.arange(10))
     with torch.no_grad():
         assert torch.equal(model(x, lengths)[0], reference(x, lengths)[0])
-    metrics, _, _ = fold.evaluate(model, tensors, fold.split_fold(manifest, 1, cfg).test,
-                                   fold.class_weights(data.labels[fold.split_fold(manifest, 1, cfg).train]))
+    metrics, _, _ = fold.evaluate(model, tensors, split_fold(manifest, 1, cfg).test,
+                                   fold.class_weights(data.labels[split_fold(manifest, 1, cfg).train]))
     assert metrics["accuracy"] == checkpoint["metrics"]["accuracy"] == result.metrics["accuracy"]
     assert checkpoint["labels"] == list(LABELS) and checkpoint["normalization"]["kind"] == "standard"
 
