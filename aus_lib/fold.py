@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from aus_lib import analysis, plots, runs
+from aus_lib import analysis, runs
 from aus_lib.checkpoints import apply_normalization, data_fingerprint, differences
 from aus_lib.config import Config, resume_hint
 from aus_lib.dataset import ClipData
@@ -526,6 +526,8 @@ def finish_fold(cfg: Config, data: ClipData, k: int, split: FoldSplit, fold_dir:
 def fold_figures(fold_dir: str | os.PathLike, name: str) -> None:
     """A fold's learning curve and confusion matrix, drawn from its history.csv, confusion.csv and metrics.json
     (the confusion matrix last: when it exists, both do)."""
+    from aus_lib import plots  # deferred: training needs no matplotlib (~30 MB), and figures come after it
+
     fold_dir = Path(fold_dir)
     metrics = json.loads((fold_dir / "metrics.json").read_text())
     k, best_epoch = metrics["fold"], metrics["best_epoch"]

@@ -213,6 +213,9 @@ def train_interleaved(runs: Sequence[FoldRun], *, workers: int | None = None, ba
                 try:
                     if not runs[i].done:
                         row = runs[i].run_epoch()
+                        # The chunks' freed buffers stay in this thread's heap otherwise, and the next epoch's
+                        # grow on top: measured 600 MB instead of 636 MB peak over a 20-epoch CV, same time.
+                        release_free_memory()
                         report_epoch(bar, runs[i], row)
                         if on_epoch_end is not None:
                             on_epoch_end(runs[i].k, row["epoch"], row)

@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from aus_lib import analysis, normalize, plots, runs
+from aus_lib import analysis, normalize, runs
 from aus_lib.checkpoints import RESUMABLE_CHANGES, data_fingerprint, differences, load_checkpoint
 from aus_lib.config import Config, resume_hint
 from aus_lib.dataset import ClipData, au_columns, describe_data, load_clips
@@ -193,6 +193,8 @@ def ensemble_fold(cfg: Config, data: ClipData, job: FoldJob, device: torch.devic
     runs.atomic_write_csv(job.fold_dir / "history.csv", history, index=False)
     cm = analysis.confusion(y_true, y_pred).reindex(index=list(LABELS), columns=list(LABELS))
     runs.atomic_write_csv(job.fold_dir / "confusion.csv", cm)
+    from aus_lib import plots  # deferred, as in fold.fold_figures: training needs no matplotlib
+
     plots.confusion_matrix(cm, f"Fold {job.k}: test, ensemble of {len(member_dirs)} ({cfg.name})",
                            path=job.fold_dir / "confusion.png")
     runs.atomic_write_json(job.fold_dir / "metrics.json", metrics)

@@ -1,6 +1,8 @@
 """The package's import arrows point one way: no cycles (deferred imports inside functions count too),
 and the training layers import only downwards (fold <- schedule <- train; inference never imports them)."""
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import aus_lib
@@ -69,3 +71,12 @@ def test_training_layers_import_only_downwards():
     assert "train" not in reachable(graph, "schedule")
     assert not {"fold", "schedule", "train"} & reachable(graph, "inference")
     assert not {"fold", "schedule", "train"} & reachable(graph, "checkpoints")
+
+
+def test_the_training_path_imports_no_plotting_or_scikit_learn():
+    """Memory a training process would hold while its folds train: matplotlib (~30 MB, the fold figures are
+    drawn after training) and scikit-learn (~70 MB, validation metrics are computed in numpy)."""
+    code = ("import sys, aus_lib.train, aus_lib.schedule, aus_lib.fold; "
+            "loaded = [m for m in ('matplotlib', 'seaborn', 'sklearn') if m in sys.modules]; "
+            "assert not loaded, loaded")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
