@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from aus_lib import checkpoints, dataset, fold, inference, schedule, train
+from aus_lib import checkpoints, dataset, fold, inference, schedule, stacked, train
 from aus_lib.config import ConfigError, load_config
 from aus_lib.folds import assign_folds, make_folds, split_fold
 from aus_lib.model import BatchMasks, DropoutNoise, ModelConfig, Sequence1Modal, lengths_to_mask
@@ -246,7 +246,7 @@ def test_stacked_engine_matches_each_fold_alone(three_folds, tmp_path):
     alone = each_fold_alone(cfg, manifest, data, tmp_path / "alone")
     assert min(len(r.history) for r in alone.values()) < 4, "no fold stopped early: the test lost its point"
     assert len({len(split_fold(manifest, k, cfg).train) for k in (1, 2, 3)}) > 1
-    results = schedule.train_stacked(fold_runs(cfg, manifest, data, tmp_path / "stacked"))
+    results = stacked.train_stacked(fold_runs(cfg, manifest, data, tmp_path / "stacked"))
     assert_close_folds(results, alone, tmp_path / "stacked", tmp_path / "alone")
 
 
@@ -260,10 +260,10 @@ def test_stacked_engine_resumes_where_it_was_interrupted(two_folds, tmp_path):
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        schedule.train_stacked(fold_runs(cfg, manifest, data, tmp_path / "cut"), on_epoch_end=stop)
+        stacked.train_stacked(fold_runs(cfg, manifest, data, tmp_path / "cut"), on_epoch_end=stop)
     runs = fold_runs(cfg, manifest, data, tmp_path / "cut", resume=True)
     assert [len(run.history) for run in runs] == [2, 2]
-    assert_close_folds(schedule.train_stacked(runs), alone, tmp_path / "cut", tmp_path / "alone")
+    assert_close_folds(stacked.train_stacked(runs), alone, tmp_path / "cut", tmp_path / "alone")
 
 
 @pytest.mark.parametrize("overrides", [{}, {"attention_context": True, "attention_activation": "relu",
@@ -274,15 +274,15 @@ def test_stacked_model_computes_each_folds_model(overrides):
     for seed in (1, 2, 3):
         torch.manual_seed(seed)
         models.append(Sequence1Modal(cfg, packed=False))
-    stacked = schedule.StackedModel(models)
+    stack = stacked.StackedModel(models)
     g = torch.Generator().manual_seed(0)
     lengths = torch.randint(2, 13, (3, 4), generator=g)
     x = torch.randn(3, 4, 12, 35, generator=g).masked_fill(~lengths_to_mask(lengths.flatten(), 12).view(3, 4, 12, 1), 0)
     rows = [4, 4, 2]  # fold 3 has only two real clips in this step
     for train_mode in (False, True):
         noises = [DropoutNoise(torch.Generator().manual_seed(10 + k), 12) for k in range(3)]
-        scales = schedule.stacked_scales(stacked.dropout_sites(), noises, rows, 4, 12, x.device) if train_mode else ()
-        logits, attention = stacked.forward(x, lengths, train=train_mode, scales=scales)
+        scales = stacked.stacked_scales(stack.dropout_sites(), noises, rows, 4, 12, x.device) if train_mode else ()
+        logits, attention = stack.forward(x, lengths, train=train_mode, scales=scales)
         for k, model in enumerate(models):
             model.train(train_mode)
             noise = DropoutNoise(torch.Generator().manual_seed(10 + k), 12)
@@ -298,13 +298,13 @@ def test_stacked_adam_steps_each_fold_like_torch_adam():
     models = [Sequence1Modal(ModelConfig(encoder_dim=4), packed=False) for _ in range(2)]
     optimizers = [torch.optim.Adam(m.parameters(), lr=0.01, weight_decay=0.1) for m in models]
     runs = [type("Run", (), {"model": m, "optimizer": o})() for m, o in zip(models, optimizers)]
-    stacked = schedule.StackedModel(models)
-    adam = schedule.StackedAdam(stacked.params, runs)
+    stack = stacked.StackedModel(models)
+    adam = stacked.StackedAdam(stack.params, runs)
     active = np.array([[True, True], [False, True], [True, True]])
     step_sizes, corrections2 = adam.plan(active, torch.device("cpu"))
     for s in range(3):
-        grads = {name: torch.randn_like(p) for name, p in stacked.params.items()}
-        for name, p in stacked.params.items():
+        grads = {name: torch.randn_like(p) for name, p in stack.params.items()}
+        for name, p in stack.params.items():
             p.grad = grads[name].clone()
         adam.step(torch.from_numpy(active[s]), step_sizes[s], corrections2[s])
         for k, (model, optimizer) in enumerate(zip(models, optimizers)):
@@ -314,7 +314,7 @@ def test_stacked_adam_steps_each_fold_like_torch_adam():
                 optimizer.step()
     for k, model in enumerate(models):
         for name, p in model.named_parameters():
-            torch.testing.assert_close(stacked.params[name][k], p, atol=1e-7, rtol=0, msg=name)
+            torch.testing.assert_close(stack.params[name][k], p, atol=1e-7, rtol=0, msg=name)
     assert adam.steps.tolist() == [2, 3]
 
 
