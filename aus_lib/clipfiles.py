@@ -90,7 +90,9 @@ def _extract(archive: zipfile.ZipFile, members: list[zipfile.ZipInfo], folder: P
     temporary file so an interrupted extraction never leaves a half-written CSV."""
     out = []
     for info in members:
-        parts = [p for p in PurePosixPath(info.filename).parts if p not in ("", ".", "..")]
+        # Only the member's own path below the folder: a name like "/etc/x.csv", "C:\\x.csv" or "../x.csv" stays inside.
+        name = info.filename.replace("\\", "/")
+        parts = [p for p in PurePosixPath(name).parts if p not in ("", ".", "..", "/") and not p.endswith(":")]
         target = folder.joinpath(*parts)
         if not (target.is_file() and target.stat().st_size == info.file_size):
             with atomic_path(target) as tmp, archive.open(info) as src, open(tmp, "wb") as dst:

@@ -183,3 +183,23 @@ def test_cli_make_folds_takes_the_zip_and_vocal(tracking_zip, tmp_path, capsys):
     manifest = pd.read_csv(tmp_path / "folds" / "manifest_2CV.csv")
     assert sorted(manifest["clip"]) == sorted(SPEECH + SONG)
     assert "1 audio-only (modality 03) file(s) skipped" in capsys.readouterr().out
+
+
+def test_zip_members_are_extracted_only_below_the_cache_folder(tmp_path):
+    """A member named with an absolute path, a drive or '..' (a crafted or odd zip) lands inside the folder."""
+    from aus_lib import clipfiles
+
+    path = tmp_path / "odd.zip"
+    names = ["/abs/01-01-01-01-01-01-01.csv", "../up/01-01-01-01-01-02-01.csv", "C:\\win\\01-01-01-01-01-03-01.csv"]
+    with zipfile.ZipFile(path, "w") as z:
+        for name in names:
+            info = zipfile.ZipInfo("placeholder.csv")
+            info.filename = name  # as stored by a tool that does not clean names
+            z.writestr(info, b"frame\n1\n")
+    folder = tmp_path / "cache" / "inside"
+    with zipfile.ZipFile(path) as z:
+        targets = clipfiles._extract(z, z.infolist(), folder)
+    assert len(targets) == 3
+    for target in targets:
+        assert target.resolve().is_relative_to(folder.resolve()) and target.read_bytes() == b"frame\n1\n"
+    assert not (tmp_path / "up").exists()
