@@ -43,6 +43,7 @@ except ModuleNotFoundError as exc:
                               "(`make venv` registers it) or run papermill with `-k aus-lib`.") from exc
 
 # %% tags=["parameters"]
+# Relative paths are taken from the repository root (REPO_ROOT), wherever papermill or Jupyter runs the notebook.
 space_file: str = "params/sweep_space.json"   # config key -> {"low", "high", "log"/"step"} or {"choices": [...]}
 study: str = "sweep"                          # study name; results in outputs/sweeps/<study>/
 storage: "Optional[str]" = None               # None: journal file in the study folder; or postgresql://...
@@ -59,10 +60,11 @@ import pandas as pd
 from IPython.display import Image, display
 
 from aus_lib import sweep
+from aus_lib.paths import REPO_ROOT, resolve
 
-result = sweep.run_sweep(space_file, study, n_trials, storage=storage, base_params=base_params,
-                         overrides={"kfolds": kfolds, "epochs": epochs}, folds_dir=folds_dir, aus_dir=aus_dir,
-                         final=final)
+result = sweep.run_sweep(resolve(space_file, REPO_ROOT), study, n_trials, storage=storage,
+                         base_params=resolve(base_params, REPO_ROOT), overrides={"kfolds": kfolds, "epochs": epochs},
+                         folds_dir=resolve(folds_dir, REPO_ROOT), aus_dir=resolve(aus_dir, REPO_ROOT), final=final)
 
 # %% [markdown]
 # ## Trials

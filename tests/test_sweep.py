@@ -18,6 +18,7 @@ import pytest
 from aus_lib import folds, sweep
 from aus_lib.config import load_config
 from aus_lib.folds import split_fold
+from aus_lib.paths import REPO_ROOT
 
 SPACE = {"lr": {"low": 0.001, "high": 0.01, "log": True}, "model_params.encoder.dim": {"choices": [4, 8]}}
 CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -287,8 +288,9 @@ def test_notebook_05_runs_a_short_sweep_and_shows_the_outer_fold_figure(setup, t
     # The kernel is a child process: it reads these at import.
     monkeypatch.setenv("AUS_OUTPUTS", str(tmp_path))
     monkeypatch.setenv("AUS_CACHE_DIR", str(tmp_path / "cache"))
-    run_notebook("05_sweep", tmp_path / "05.ipynb", {
-        "space_file": str(setup["space"]), "study": "nb", "n_trials": 2, "epochs": 2,
-        "base_params": str(setup["base"]), "folds_dir": str(setup["folds"])})
+    # Relative to the repository root, as a user gives them (the kernel runs in notebooks/).
+    from_root = {key: os.path.relpath(setup[name], REPO_ROOT)
+                 for key, name in (("space_file", "space"), ("base_params", "base"), ("folds_dir", "folds"))}
+    run_notebook("05_sweep", tmp_path / "05.ipynb", {**from_root, "study": "nb", "n_trials": 2, "epochs": 2})
     assert "mean ± std over 2 outer folds" in (tmp_path / "05.ipynb").read_text()
     assert load_config(tmp_path / "sweeps" / "nb" / "best_params.json").selection == "inner"
