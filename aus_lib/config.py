@@ -73,7 +73,7 @@ class Params(_Section):
     epochs: int = Field(ge=1)
     base: float = 0.0
     clip_norm: float = Field(1.0, gt=0)
-    seed: int
+    seed: int = Field(ge=0)
     disable_cache: bool = True
     # the posteriors schema (RAVDESS_AUs_posteriors.json)
     inference_data: Literal["train", "val", "all"] | None = None
@@ -171,6 +171,9 @@ class Config:
 
     def __setattr__(self, name: str, value) -> None:
         raise AttributeError(f"Config is frozen: use cfg.replace({name}=...)")
+
+    def __reduce__(self):  # copy and pickle rebuild it through __init__ (__setattr__ refuses)
+        return (Config, (self.params, self.source))
 
     def __eq__(self, other) -> bool:  # where the values came from does not make another config
         return isinstance(other, Config) and self.params == other.params

@@ -170,17 +170,21 @@ class NestedObjective:
         self.base_params, self.space, self.where = dict(base_params), dict(space), where
         self.manifest = manifest.reset_index(drop=True)
         self.base = build_config(trial_params(self.base_params, {}, where), where)
-        self._data: dict[int, ClipData] = {}
+        self._data: dict[tuple[int, str | None], ClipData] = {}
 
     def fold_data(self, k: int, cfg: Config) -> tuple[ClipData, folds.FoldSplit]:
-        """Outer fold k's training clips (never its test clips) and their inner train/validation split."""
+        """Outer fold k's training clips (never its test clips), scaled per actor as ``cfg`` says (as
+        :func:`aus_lib.train.train_cv` does), and their inner train/validation split."""
         split = folds.split_fold(self.manifest, k, cfg)
         seen = np.sort(np.concatenate([split.train, split.val]))
         if np.isin(seen, split.test).any():
             raise RuntimeError(f"Outer fold {k}: the inner split reaches into the test fold.")
-        if k not in self._data:
-            self._data[k] = load_clips(self.manifest.iloc[seen], progress=False)
-        return self._data[k], folds.FoldSplit(np.searchsorted(seen, split.train), np.searchsorted(seen, split.val),
+        key = (k, cfg.actor_normalization)
+        if key not in self._data:
+            raw = self._data.get((k, None)) or load_clips(self.manifest.iloc[seen], progress=False)
+            self._data[(k, None)] = raw
+            self._data[key] = train.normalize_actors(cfg, raw)  # each actor's own clips: label-free
+        return self._data[key], folds.FoldSplit(np.searchsorted(seen, split.train), np.searchsorted(seen, split.val),
                                               np.array([], dtype=np.int64))
 
     def config(self, trial: optuna.Trial) -> Config:
@@ -427,6 +431,9 @@ def run_sweep(space_file: str | os.PathLike, study: str, n_trials: int, *, stora
         folds_dir = folder / "folds" if aus_dir else OUTPUTS / "folds" / f"synthetic_{base_cfg.kfolds}CV"
     folds_dir = resolve(folds_dir)
     manifest = folds.load_or_make(folds_dir, base_cfg.kfolds, aus_dir=resolve(aus_dir), seed=base_cfg.seed)
+    # The data decides the AU set (35 OpenFace columns, 20 py-feat probabilities), as in train_cv.
+    params = with_values(params, {"input_size": train.fit_input_size(base_cfg, manifest).input_size}, where)
+    base_cfg = build_config(trial_params(params, {}, where), where)
     objective = NestedObjective(params, space, manifest, where)
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -438,7 +445,7 @@ def run_sweep(space_file: str | os.PathLike, study: str, n_trials: int, *, stora
         sampler=optuna.samplers.TPESampler(constant_liar=True),
         pruner=optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP_TRIALS,
                                            n_warmup_steps=PRUNER_WARMUP_EPOCHS))
-    _check_setup(the_study, {"space": json.loads(Path(resolve(space_file)).read_text()),
+    _check_setup(the_study, {"space": read_params_file(resolve(space_file)),
                              "fingerprint": train.run_fingerprint(base_cfg, manifest)})
     if isinstance(opened, optuna.storages.JournalStorage):
         for number in fail_dead_workers(the_study, opened):

@@ -15,7 +15,7 @@ import numpy as np
 import optuna
 import pytest
 
-from aus_lib import folds, sweep
+from aus_lib import folds, normalize, sweep
 from aus_lib.config import load_config
 from aus_lib.folds import split_fold
 from aus_lib.paths import REPO_ROOT
@@ -63,6 +63,17 @@ def test_a_trial_loads_only_the_training_actors_of_each_outer_fold(setup, monkey
         expected = split_fold(manifest, k, objective.base)
         assert set(data.actors[split.val].tolist()) == set(manifest["actor"].to_numpy()[expected.val].tolist())
         assert set(data.actors[split.train].tolist()) == set(manifest["actor"].to_numpy()[expected.train].tolist())
+
+
+def test_trials_see_the_clips_scaled_per_actor_as_training_would(setup):
+    """With actor_normalization, a trial trains on what train_cv trains on: each actor z-scored with its own
+    clips' statistics; without it, on the raw clips."""
+    raw_objective, z_objective = objective_of(setup), objective_of(setup, actor_normalization="zscore")
+    raw, _ = raw_objective.fold_data(1, raw_objective.base)
+    scaled, _ = z_objective.fold_data(1, z_objective.base)
+    expected = normalize.normalize_data(raw, "zscore", normalize.statistics_of(raw, "zscore"))
+    np.testing.assert_allclose(scaled.features, expected.features)
+    assert not np.allclose(scaled.features, raw.features)
 
 
 def test_the_value_is_the_mean_inner_validation_f1_reported_after_every_epoch(setup):
