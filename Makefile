@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 KERNEL := aus-lib
-# The CPU build of torch pinned here installs fast on CPU-only machines. GPU users:
+# torch 2.13.0 pinned here: the CPU build where the pip index serves it (README, "Other entry points"). GPU users:
 #   make venv TORCH_REQ="torch"      (or install your CUDA build of torch into .venv first)
 TORCH_REQ ?= -r requirements/torch-cpu.txt
 STAMP := $(VENV)/.installed
