@@ -82,11 +82,12 @@ def _baselines(args) -> None:
     from aus_lib.runs import atomic_write_csv
 
     folds_dir = resolve(args.folds_dir)
-    found = sorted(folds_dir.glob("manifest_*CV.csv"))
+    found = folds.manifests_in(folds_dir)
     if args.kfolds is None and len(found) != 1:
-        raise ValueError(f"{folds_dir} holds {len(found)} fold manifests ({', '.join(p.name for p in found) or 'none'}); "
+        names = ", ".join(p.name for p in found.values()) or "none"
+        raise ValueError(f"{folds_dir} holds {len(found)} fold manifests ({names}); "
                          "give --kfolds, or point --folds-dir at a folder written by make-folds.")
-    kfolds = args.kfolds or int(found[0].name.removeprefix("manifest_").removesuffix("CV.csv"))
+    kfolds = args.kfolds or next(iter(found))
     manifest = folds.read_manifest(folds_dir, kfolds)
     kinds = (None,) if args.actor_normalization == "none" else (None, args.actor_normalization)
     table = report.baselines_table(manifest, dataset.load_clips(manifest, progress=False), kinds,

@@ -387,7 +387,7 @@ def read_manifest(folds_dir: str | Path, kfolds: int) -> pd.DataFrame:
     return table
 
 
-def _manifests_in(folds_dir: Path) -> dict[int, Path]:
+def manifests_in(folds_dir: Path) -> dict[int, Path]:
     """K -> manifest file of every ``manifest_{K}CV.csv`` in ``folds_dir``."""
     found = {}
     for path in folds_dir.glob("manifest_*CV.csv"):
@@ -424,7 +424,7 @@ def load_or_make(folds_dir: str | Path, kfolds: int, aus_dir=None, seed: int = 2
         if aus_dir is not None:
             _check_data_folder(manifest, aus_dir, path)
         return manifest
-    others = _manifests_in(folds_dir) if folds_dir.is_dir() else {}
+    others = manifests_in(folds_dir) if folds_dir.is_dir() else {}
     if others:
         shown = ", ".join(f"{k} folds ({p.name})" for k, p in sorted(others.items()))
         raise FoldError(f"kfolds={kfolds} but {folds_dir} holds fold lists for {shown}. Use kfolds="

@@ -162,7 +162,7 @@ def check_checkpoint(checkpoint: dict, path: Path, k: int, params: dict, test_ac
                      fingerprint: str | None) -> None:
     """Refuse a checkpoint of another fold, configuration or data than fold ``k`` of this run
     (``fingerprint`` None: the run's data is not at hand, as when scoring new clips)."""
-    from aus_lib.checkpoints import RESUMABLE_CHANGES, CheckpointError
+    from aus_lib.checkpoints import CheckpointError, differences
 
     problems = []
     if checkpoint.get("fold") != k:
@@ -170,8 +170,7 @@ def check_checkpoint(checkpoint: dict, path: Path, k: int, params: dict, test_ac
     if list(checkpoint.get("test_actors", test_actors)) != list(test_actors):
         problems.append(f"its test actors are {checkpoint['test_actors']}, fold {k}'s are {test_actors}")
     found = checkpoint["params"]
-    diffs = sorted(key for key in set(found) | set(params)
-                   if key not in RESUMABLE_CHANGES and found.get(key) != params.get(key))
+    diffs = differences(found, params)
     if diffs:
         problems.append("its config differs from the run's config.json in "
                         + ", ".join(f"{key} ({json.dumps(found.get(key))} vs {json.dumps(params.get(key))})"

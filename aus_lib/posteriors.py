@@ -41,6 +41,10 @@ class PosteriorFileError(ValueError):
     """A posterior file (or folder of them) that cannot be used."""
 
 
+class NoPosteriorFiles(PosteriorFileError):
+    """A folder that holds no posterior files of the partition asked for."""
+
+
 # --- names -------------------------------------------------------------------------------------
 
 def posterior_file_name(name: str, partition: str, k: int, K: int, desc: str = "") -> str:
@@ -205,7 +209,7 @@ def find_posterior_files(folder: str | os.PathLike, partition: str = "val") -> d
         by_K.setdefault(int(m.group(2)), {}).setdefault(int(m.group(1)), []).append(p)
     if not by_K:
         names = sorted(p.name for p in folder.glob("*.csv"))[:10]
-        raise PosteriorFileError(
+        raise NoPosteriorFiles(
             f"{folder}: no {partition!r} posterior files (...-{partition}-...-fold_k_outof_K.csv); "
             f"CSV files there: {names or 'none'}."
         )
@@ -289,10 +293,8 @@ def find_posterior_files_or_none(folder: str | os.PathLike, partition: str = "va
         return {}
     try:
         return find_posterior_files(folder, partition)
-    except PosteriorFileError as err:
-        if f"no {partition!r} posterior files" in str(err):
-            return {}
-        raise
+    except NoPosteriorFiles:
+        return {}
 
 
 def read_run(folder: str | os.PathLike, partition: str = "val", strip_padding: bool = True) -> dict[int, pd.DataFrame]:
