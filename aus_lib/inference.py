@@ -152,9 +152,17 @@ def actor_normalized(run_dir: Path, params: dict, data: dataset.ClipData) -> dat
     if not stats_file.is_file():
         raise FileNotFoundError(f"{stats_file} is missing: the run was trained with actor_normalization={kind!r} "
                                 "and its per-actor statistics are needed to reproduce its inputs.")
-    saved_kind, stats = normalize.statistics_from_json(json.loads(stats_file.read_text()))
+    try:
+        record = json.loads(stats_file.read_text())
+        saved_kind, stats = normalize.statistics_from_json(record)
+    except (json.JSONDecodeError, normalize.NormalizationError) as exc:
+        raise normalize.NormalizationError(f"{stats_file}: {exc} Train the run again, or restore the file "
+                                           "the run wrote.") from None
     if saved_kind != kind:
         raise ValueError(f"{stats_file} holds {saved_kind!r} statistics but the run's config says {kind!r}.")
+    if list(record.get("columns", data.columns)) != list(data.columns):
+        raise ValueError(f"{stats_file} holds statistics of the columns {record['columns']}, but the clips have "
+                         f"{list(data.columns)}: they are not the AU set the run was trained on.")
     return normalize.normalize_data(data, kind, stats)
 
 

@@ -170,7 +170,8 @@ def ensemble_fold(cfg: Config, data: ClipData, job: FoldJob, device: torch.devic
     averaged = np.mean(probabilities, axis=0)
     y_pred = averaged.argmax(axis=1)
     scores = analysis.classification_metrics(y_true, y_pred)
-    # The same class-weighted cross-entropy the single models report, of the averaged posteriors.
+    # Class-weighted cross-entropy of the averaged posteriors, the weights balanced over all the fold's training
+    # actors (each member balanced over its own inner-training part, which differs by member).
     weights = class_weights(data.labels[np.concatenate([job.split.train, job.split.val])]).numpy().astype(np.float64)
     nll = -np.log(np.clip(averaged[np.arange(len(test)), y_true], 1e-12, None))
     scores["loss"] = float((weights[y_true] * nll).sum() / weights[y_true].sum())

@@ -297,3 +297,22 @@ def test_an_ensemble_run_scores_new_clips_with_every_member(clips, tmp_path):
     probabilities = scores.table[[c for c in scores.table.columns if c.startswith("p_")]].to_numpy()
     np.testing.assert_allclose(probabilities.sum(axis=1), 1, atol=1e-6)
     assert list(scores.table["folds_agreeing"].str.endswith("/2")) == [True] * 3
+
+
+def test_a_damaged_or_foreign_actor_statistics_file_is_named(clips, tmp_path):
+    """Inference rebuilds the run's inputs from its saved statistics: a file that is not JSON, not a record of
+    statistics, or of another AU set is refused naming the file."""
+    manifest, data = clips
+    stats = normalize.statistics_of(data, "zscore")
+    stats_file = tmp_path / normalize.ACTOR_STATS_FILE
+    params = {"actor_normalization": "zscore"}
+    stats_file.write_text(json.dumps(normalize.statistics_to_json(stats, "zscore", data.columns)))
+    assert np.allclose(inference.actor_normalized(tmp_path, params, data).features,
+                       normalize.normalize_data(data, "zscore", stats).features)
+    for text in ("{not json", json.dumps({"kind": "zscore"})):
+        stats_file.write_text(text)
+        with pytest.raises(normalize.NormalizationError, match=normalize.ACTOR_STATS_FILE):
+            inference.actor_normalized(tmp_path, params, data)
+    stats_file.write_text(json.dumps(normalize.statistics_to_json(stats, "zscore", [f"x{i}" for i in data.columns])))
+    with pytest.raises(ValueError, match="not the AU set the run was trained on"):
+        inference.actor_normalized(tmp_path, params, data)
