@@ -1,8 +1,9 @@
 """Every figure of the project, with one palette and one look.
 
 Heatmaps (confusion matrices, fold x emotion counts, AU importance) and histograms are drawn
-with seaborn; the attention figures, learning curves and bars with matplotlib directly, where
-their layout needs it. Both draw on this module's figures, palette and rcParams.
+with seaborn; the attention figures (:mod:`aus_lib.attention_plots`), learning curves and bars
+with matplotlib directly, where their layout needs it. All draw on this module's figures,
+palette and rcParams.
 
 Figure policy
 -------------
@@ -37,7 +38,6 @@ from cycler import cycler
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from aus_lib.openface import AU_COLUMNS
 from aus_lib.ravdess import EMOTIONS, emotion_name
 from aus_lib.runs import atomic_path
 
@@ -129,7 +129,7 @@ def _is_emotion_axis(labels: Iterable) -> bool:
     return bool(labels) and all(isinstance(x, str) and x.strip().lower() in EMOTION_COLORS for x in labels)
 
 
-def _emotion_rows(table: pd.DataFrame, what: str) -> pd.DataFrame:
+def emotion_rows(table: pd.DataFrame, what: str) -> pd.DataFrame:
     """``table`` with emotions as the index, in display order (transposed if they were the columns)."""
     if _is_emotion_axis(table.index):
         rows = table
@@ -157,13 +157,13 @@ def save(fig: Figure, path: str | os.PathLike, dpi: int = DPI) -> Path:
     return target
 
 
-def _finish(fig: PlotFigure, path: str | os.PathLike | None) -> PlotFigure:
+def finish_figure(fig: PlotFigure, path: str | os.PathLike | None) -> PlotFigure:
     if path is not None:
         save(fig, path)
     return fig
 
 
-def _new_figure(title: str, size: tuple[float, float]) -> PlotFigure:
+def new_figure(title: str, size: tuple[float, float]) -> PlotFigure:
     apply_style()
     fig = PlotFigure(figsize=size, layout="constrained")
     fig.suptitle(title)
@@ -183,7 +183,7 @@ def _require_columns(table: pd.DataFrame, columns: Sequence[str], what: str) -> 
         raise ValueError(f"{what}: the table is empty.")
 
 
-def _numeric(table: pd.DataFrame, what: str) -> pd.DataFrame:
+def numeric_table(table: pd.DataFrame, what: str) -> pd.DataFrame:
     try:
         values = table.astype(float)
     except (TypeError, ValueError) as err:
@@ -198,7 +198,7 @@ def _as_percent(values: np.ndarray) -> np.ndarray:
     return values * 100 if finite.size and finite.max() <= 1.0 else values
 
 
-def _heatmap(ax: Axes, values: np.ndarray, xlabels: Sequence[str], ylabels: Sequence[str], *, cmap, vmin: float,
+def draw_heatmap(ax: Axes, values: np.ndarray, xlabels: Sequence[str], ylabels: Sequence[str], *, cmap, vmin: float,
              vmax: float, bar: dict, texts: np.ndarray | None = None) -> None:
     """A seaborn heatmap of ``values`` (cell (i, j) centred at (j + 0.5, i + 0.5)), ``texts`` written in the
     cells in black or white by the cell's colour, framed, with a colour bar (``bar``: its keywords)."""
@@ -207,81 +207,18 @@ def _heatmap(ax: Axes, values: np.ndarray, xlabels: Sequence[str], ylabels: Sequ
                     yticklabels=list(ylabels), annot=texts if texts is not None else False, fmt="",
                     annot_kws={"fontsize": 9}, cbar_kws=bar)
     ax.tick_params(axis="y", rotation=0)
-    _heatmap_axes(ax)
+    frame_heatmap_axes(ax)
 
 
-def _heatmap_axes(ax: Axes) -> None:
+def frame_heatmap_axes(ax: Axes) -> None:
     ax.grid(False)
     for spine in ax.spines.values():
         spine.set_visible(True)
 
 
-def _seconds_axis(ax: Axes, label: str = f"Time (s, at {FPS} fps)") -> None:
+def seconds_axis(ax: Axes, label: str = f"Time (s, at {FPS} fps)") -> None:
     secondary = ax.secondary_xaxis("top", functions=(lambda f: f / FPS, lambda s: s * FPS))
     secondary.set_xlabel(label)
-
-
-def _au_channels(aus: pd.DataFrame | np.ndarray, attention: np.ndarray, au_names: Sequence[str] | None,
-                 what: str) -> tuple[np.ndarray, list[str], np.ndarray]:
-    """Validate an AU sequence and its attention weights; return (frames x channels, names, weights)."""
-    if isinstance(aus, pd.DataFrame):
-        names = list(au_names) if au_names is not None else [str(c) for c in aus.columns]
-        matrix = _numeric(aus, what).to_numpy()
-    else:
-        matrix = np.asarray(aus, dtype=float)
-        if matrix.ndim != 2:
-            raise ValueError(f"{what}: aus must be 2-D (frames x AU channels), got shape {matrix.shape}.")
-        if au_names is None and matrix.shape[1] != len(AU_COLUMNS):
-            raise ValueError(f"{what}: aus has {matrix.shape[1]} channels, not the {len(AU_COLUMNS)} "
-                             "openface.AU_COLUMNS; pass au_names or a DataFrame with named columns.")
-        names = list(au_names) if au_names is not None else list(AU_COLUMNS)
-    if len(names) != matrix.shape[1]:
-        raise ValueError(f"{what}: {len(names)} au_names for {matrix.shape[1]} AU channels.")
-    if matrix.shape[0] == 0:
-        raise ValueError(f"{what}: aus has no frames.")
-    weights = np.asarray(attention, dtype=float).squeeze()
-    if weights.ndim != 1 or weights.shape[0] != matrix.shape[0]:
-        raise ValueError(f"{what}: attention must hold one weight per frame ({matrix.shape[0]} frames), "
-                         f"got shape {np.shape(attention)}.")
-    return matrix, names, weights
-
-
-def _channel_groups(matrix: np.ndarray, names: list[str]) -> list[dict]:
-    """Split AU channels into intensity (_r), presence (_c) and other panels, each with its scale."""
-    groups = []
-    for suffix, label, fixed in (("_r", "AU intensity (0\u20135)", AU_INTENSITY_RANGE),
-                                 ("_c", "AU presence", (0.0, 1.0))):
-        idx = [i for i, n in enumerate(names) if n.endswith(suffix)]
-        if idx:
-            groups.append({"label": label, "names": [names[i][: -len(suffix)] for i in idx],
-                           "data": matrix[:, idx].T, "range": fixed})
-    taken = {i for i, n in enumerate(names) if n.endswith(("_r", "_c"))}
-    rest = [i for i in range(len(names)) if i not in taken]
-    if rest:
-        data = matrix[:, rest].T
-        finite = data[np.isfinite(data)]
-        low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-        groups.append({"label": "AU channels", "names": [names[i] for i in rest], "data": data,
-                       "range": (low, high if high > low else low + 1.0)})
-    return groups
-
-
-def _draw_attention(ax: Axes, weights: np.ndarray) -> None:
-    frames = np.arange(len(weights))
-    ax.plot(frames, weights, color=SERIES_COLORS["attention"], linewidth=1.5)
-    ax.fill_between(frames, 0, weights, color=SERIES_COLORS["attention"], alpha=0.25, linewidth=0)
-    top = float(np.nanmax(weights)) if np.isfinite(weights).any() else 1.0
-    ax.set_ylim(0, top * 1.1 if top > 0 else 1.0)
-
-
-def _draw_channels(ax: Axes, group: dict, frames: int):
-    low, high = group["range"]
-    # Presence is binary: two flat colours read better than a gradient.
-    cmap = mpl.colormaps[SEQUENCE_CMAP].resampled(2) if group["label"] == "AU presence" else SEQUENCE_CMAP
-    image = ax.imshow(group["data"], aspect="auto", interpolation="nearest", cmap=cmap,
-                      vmin=low, vmax=high, extent=(-0.5, frames - 0.5, len(group["names"]) - 0.5, -0.5))
-    _heatmap_axes(ax)
-    return image
 
 
 # ---------------------------------------------------------------------------- figures
@@ -300,11 +237,11 @@ def learning_curve(history: pd.DataFrame, title: str, path: str | os.PathLike | 
     if bad_best.any():
         raise ValueError(f"{what}: column 'best' must be True/False; row {history.index[bad_best][0]!r} "
                          f"holds {history['best'][bad_best].iloc[0]!r}.")
-    data = _numeric(history[["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_f1"]], what)
+    data = numeric_table(history[["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "val_f1"]], what)
     epochs = data["epoch"].to_numpy()
     marker = "o" if len(data) <= 40 else None  # dots keep short runs (and 1 epoch) visible
 
-    fig = _new_figure(title, (11, 4.2))
+    fig = new_figure(title, (11, 4.2))
     ax_loss, ax_acc = fig.subplots(1, 2)
     ax_loss.plot(epochs, data["train_loss"], marker=marker, markersize=3, color=SERIES_COLORS["train"], label="train")
     ax_loss.plot(epochs, data["val_loss"], marker=marker, markersize=3, color=SERIES_COLORS["val"], label="validation")
@@ -331,7 +268,7 @@ def learning_curve(history: pd.DataFrame, title: str, path: str | os.PathLike | 
                         arrowprops={"arrowstyle": "->", "color": SERIES_COLORS["best"]})
     ax_loss.legend(loc="upper right")
     ax_acc.legend(loc="upper left")
-    return _finish(fig, path)
+    return finish_figure(fig, path)
 
 
 def confusion_matrix(cm: pd.DataFrame, title: str, normalize: bool = False,
@@ -347,7 +284,7 @@ def confusion_matrix(cm: pd.DataFrame, title: str, normalize: bool = False,
         if not _is_emotion_axis(labels):
             raise ValueError(f"{what}: the {axis_name} must be emotion names ({', '.join(EMOTIONS)}); "
                              f"got {list(labels)}.")
-    counts = _numeric(cm, what)
+    counts = numeric_table(cm, what)
     counts.index = [emotion_name(x) for x in counts.index]
     counts.columns = [emotion_name(x) for x in counts.columns]
     if not np.isfinite(counts.to_numpy()).all() or (counts.to_numpy() < 0).any():
@@ -371,169 +308,15 @@ def confusion_matrix(cm: pd.DataFrame, title: str, normalize: bool = False,
         texts = np.vectorize((lambda v: f"{v:.0f}") if integer else (lambda v: f"{v:.2f}"))(values)
         bar_label, vmax = "Clips", max(float(values.max()), 1.0)
 
-    fig = _new_figure(title, (7.2, 6.0))
+    fig = new_figure(title, (7.2, 6.0))
     ax = fig.subplots()
-    _heatmap(ax, values, order, order, cmap=SEQUENCE_CMAP, vmin=0, vmax=vmax, texts=texts,
+    draw_heatmap(ax, values, order, order, cmap=SEQUENCE_CMAP, vmin=0, vmax=vmax, texts=texts,
              bar={"label": bar_label, "shrink": 0.85})
     ax.set_xticklabels(order, rotation=35, ha="right", rotation_mode="anchor")
     ax.set(xlabel="Predicted emotion", ylabel="True emotion")
     if integer and raw.sum() > 0:  # accuracy only means something on clip counts
         ax.set_title(f"n = {raw.sum():.0f} clips, accuracy {np.trace(raw) / raw.sum():.1%}", fontsize=10)
-    return _finish(fig, path)
-
-
-def attention_heatmap(aus: pd.DataFrame | np.ndarray, attention: np.ndarray, title: str,
-                      au_names: Sequence[str] | None = None, path: str | os.PathLike | None = None) -> PlotFigure:
-    """One clip: attention weights over frames above heatmaps of its AU channels (same time axis).
-
-    ``aus`` is frames x channels (a DataFrame's columns name the channels; an array of 35
-    columns is taken as ``openface.AU_COLUMNS``). Intensities (``_r``, 0-5) and presence
-    (``_c``, 0/1) are drawn as separate panels.
-    """
-    matrix, names, weights = _au_channels(aus, attention, au_names, "attention_heatmap")
-    frames = matrix.shape[0]
-    groups = _channel_groups(matrix, names)
-
-    heights = [2.2] + [max(1.5, 0.2 * len(g["names"])) for g in groups]
-    fig = _new_figure(title, (11, 1.6 + sum(heights)))
-    grid = fig.add_gridspec(len(heights), 2, width_ratios=[60, 1], height_ratios=heights)
-    ax_att = fig.add_subplot(grid[0, 0])
-    _draw_attention(ax_att, weights)
-    ax_att.set_ylabel("Attention\nweight")
-    ax_att.set_xlim(-0.5, frames - 0.5)
-    ax_att.tick_params(labelbottom=False)
-    _seconds_axis(ax_att)
-
-    for row, group in enumerate(groups, start=1):
-        ax = fig.add_subplot(grid[row, 0], sharex=ax_att)
-        image = _draw_channels(ax, group, frames)
-        ax.set_yticks(range(len(group["names"])), labels=group["names"], fontsize=8)
-        ax.set_ylabel(group["label"])
-        last = row == len(groups)
-        ax.tick_params(labelbottom=last)
-        if last:
-            ax.set_xlabel("Frame")
-        bar = fig.colorbar(image, cax=fig.add_subplot(grid[row, 1]))
-        if group["label"] == "AU presence":
-            bar.set_ticks([0.25, 0.75], labels=["absent", "present"])
-    return _finish(fig, path)
-
-
-def attention_grid(examples: list[dict], title: str, path: str | os.PathLike | None = None,
-                   ncols: int = 4) -> PlotFigure:
-    """Small attention heatmaps for several clips; misclassified ones in red with ✗.
-
-    Each example: ``aus`` (frames x 35 or a named DataFrame), ``attention`` (one weight per
-    frame), ``clip`` (name), ``true`` and ``pred`` (emotion names or ``LABELS`` indices).
-    Panels show AU intensities (``_r``; all channels if there are none) under the attention.
-    """
-    if not examples:
-        raise ValueError("attention_grid: examples is empty; pass at least one example dict.")
-    prepared = []
-    for k, example in enumerate(examples):
-        missing = [key for key in ("aus", "attention", "clip", "true", "pred") if key not in example]
-        if missing:
-            raise ValueError(f"attention_grid: example {k} lacks key(s) {', '.join(missing)}; "
-                             "each needs aus, attention, clip, true, pred.")
-        what = f"attention_grid example {k} ({example['clip']})"
-        matrix, names, weights = _au_channels(example["aus"], example["attention"], None, what)
-        prepared.append((example, weights, _channel_groups(matrix, names)[0],
-                         emotion_name(example["true"]), emotion_name(example["pred"])))
-
-    ncols = max(1, min(ncols, len(prepared)))
-    nrows = math.ceil(len(prepared) / ncols)
-    n_wrong = sum(true != pred for _, _, _, true, pred in prepared)
-    fig = _new_figure(title, (3.3 * ncols + 1.2, 2.9 * nrows + 1.0))
-    fig.suptitle(f"{title}\n{n_wrong} of {len(prepared)} misclassified (marked {WRONG_MARK}, in red)")
-    # A narrow last column holds the shared colour bar (constrained layout collapses when a
-    # colour bar steals space from many nested sub-grids).
-    outer = fig.add_gridspec(nrows, ncols + 1, width_ratios=[1.0] * ncols + [0.06])
-    image = None
-    for k, (example, weights, group, true, pred) in enumerate(prepared):
-        row, col = divmod(k, ncols)
-        cell = outer[row, col].subgridspec(2, 1, height_ratios=[1, 2.6], hspace=0.05)
-        ax_att = fig.add_subplot(cell[0])
-        ax = fig.add_subplot(cell[1], sharex=ax_att)
-        frames = len(weights)
-        _draw_attention(ax_att, weights)
-        ax_att.set_xlim(-0.5, frames - 0.5)
-        ax_att.tick_params(labelbottom=False, labelleft=False, left=False)
-        image = _draw_channels(ax, group, frames)
-        step = max(1, math.ceil(len(group["names"]) / 9))  # about nine readable labels per panel
-        ticks = range(0, len(group["names"]), step)
-        ax.set_yticks(list(ticks), labels=[group["names"][i] for i in ticks], fontsize=7)
-        ax.tick_params(axis="x", labelsize=8)
-        if col == 0:
-            ax.set_ylabel(group["label"], fontsize=9)
-            ax_att.set_ylabel("Attn.", fontsize=9)
-        else:
-            ax.tick_params(labelleft=False)
-        ax.set_xlabel("Frame", fontsize=9)
-
-        wrong = true != pred
-        colour = SERIES_COLORS["wrong"] if wrong else SERIES_COLORS["correct"]
-        mark = WRONG_MARK if wrong else RIGHT_MARK
-        ax_att.set_title(f"{example['clip']}\ntrue {true} \u00b7 pred {pred} {mark}",
-                         fontsize=9, color=colour, fontweight="bold" if wrong else "normal")
-        if wrong:
-            for spine in ax.spines.values():
-                spine.set(color=colour, linewidth=2.2)
-    fig.colorbar(image, cax=fig.add_subplot(outer[:, ncols]), label=prepared[0][2]["label"])
-    return _finish(fig, path)
-
-
-def attention_profiles(profiles: pd.DataFrame, title: str, path: str | os.PathLike | None = None) -> PlotFigure:
-    """Mean attention per normalized-time bin, one line per emotion.
-
-    ``profiles``: emotions (names) x time bins. Float column labels within [0, 1] are used
-    as bin positions; any other labels are taken as consecutive bins, drawn at their centres.
-    """
-    what = "attention_profiles profiles"
-    if not isinstance(profiles, pd.DataFrame) or profiles.empty:
-        raise ValueError(f"{what}: expected a non-empty DataFrame of emotions x time bins.")
-    rows = _numeric(_emotion_rows(profiles, what), what)
-    labels = rows.columns
-    if pd.api.types.is_float_dtype(labels) and labels.min() >= 0 and labels.max() <= 1:
-        x = labels.to_numpy(dtype=float)
-    else:
-        x = (np.arange(len(labels)) + 0.5) / len(labels)
-
-    fig = _new_figure(title, (8.5, 4.6))
-    ax = fig.subplots()
-    for emotion, values in rows.iterrows():
-        ax.plot(x, values.to_numpy(), marker="o", markersize=3, color=EMOTION_COLORS[emotion], label=emotion)
-    ax.set(xlabel="Normalized time in clip", ylabel="Mean attention weight", xlim=(0, 1))
-    ax.legend(title="Emotion", loc="center left", bbox_to_anchor=(1.01, 0.5))
-    return _finish(fig, path)
-
-
-def au_importance(importance: pd.DataFrame, title: str, path: str | os.PathLike | None = None) -> PlotFigure:
-    """Emotion x AU importance heatmap (a diverging scale centred on 0 when values are signed)."""
-    what = "au_importance importance"
-    if not isinstance(importance, pd.DataFrame) or importance.empty:
-        raise ValueError(f"{what}: expected a non-empty DataFrame of emotions x AUs.")
-    rows = _numeric(_emotion_rows(importance, what), what)
-    values = rows.to_numpy()
-    finite = values[np.isfinite(values)]
-    if not finite.size:
-        raise ValueError(f"{what}: no finite values to draw.")
-    if finite.min() < 0:
-        limit = float(np.abs(finite).max()) or 1.0
-        cmap, vmin, vmax = DIVERGING_CMAP, -limit, limit
-    else:
-        cmap, vmin, vmax = SEQUENCE_CMAP, 0.0, float(finite.max()) or 1.0
-
-    fig = _new_figure(title, (max(7.0, 0.3 * rows.shape[1] + 3.0), 0.45 * rows.shape[0] + 2.4))
-    ax = fig.subplots()
-    _heatmap(ax, values, [str(c) for c in rows.columns], list(rows.index), cmap=cmap, vmin=vmin, vmax=vmax,
-             bar={"label": "Importance", "shrink": 0.9})
-    ax.tick_params(axis="x", labelsize=8, rotation=90)
-    suffixes = [str(c)[-2:] for c in rows.columns]
-    for j in range(1, len(suffixes)):
-        if suffixes[j] != suffixes[j - 1] and {suffixes[j], suffixes[j - 1]} == {"_r", "_c"}:
-            ax.axvline(j, color="black", linewidth=1.5)  # intensities | presence
-    ax.set(xlabel="Action Unit", ylabel="Emotion")
-    return _finish(fig, path)
+    return finish_figure(fig, path)
 
 
 def per_emotion_bar(values: pd.Series | pd.DataFrame, title: str, ylabel: str,
@@ -551,17 +334,17 @@ def per_emotion_bar(values: pd.Series | pd.DataFrame, title: str, ylabel: str,
         raise ValueError(f"{what}: expected a non-empty Series or DataFrame indexed by emotion.")
     spread_col = next((c for c in ("sd", "std") if c in values.columns), None)
     if "mean" in values.columns and spread_col is not None:
-        rows = _numeric(_emotion_rows(values[["mean", spread_col]], what), what)
+        rows = numeric_table(emotion_rows(values[["mean", spread_col]], what), what)
         means, spread, points = rows["mean"], rows[spread_col], None
     else:
-        rows = _numeric(_emotion_rows(values, what), what)
+        rows = numeric_table(emotion_rows(values, what), what)
         means = rows.mean(axis=1)
         points = rows if rows.shape[1] > 1 else None
         spread = rows.std(axis=1, ddof=1) if points is not None else None
 
     emotions = list(rows.index)
     x = np.arange(len(emotions))
-    fig = _new_figure(title, (8.5, 4.6))
+    fig = new_figure(title, (8.5, 4.6))
     ax = fig.subplots()
     ax.bar(x, means, color=[EMOTION_COLORS[e] for e in emotions], edgecolor="#333333", linewidth=0.6,
            yerr=spread, capsize=4, error_kw={"ecolor": "#333333", "elinewidth": 1.2}, zorder=2)
@@ -576,7 +359,7 @@ def per_emotion_bar(values: pd.Series | pd.DataFrame, title: str, ylabel: str,
     ax.set_xticks(x, labels=emotions)
     ax.set(xlabel="Emotion", ylabel=ylabel)
     ax.grid(axis="x", visible=False)
-    return _finish(fig, path)
+    return finish_figure(fig, path)
 
 
 def fold_emotion_counts(counts: pd.DataFrame, title: str, path: str | os.PathLike | None = None) -> PlotFigure:
@@ -584,19 +367,19 @@ def fold_emotion_counts(counts: pd.DataFrame, title: str, path: str | os.PathLik
     what = "fold_emotion_counts counts"
     if not isinstance(counts, pd.DataFrame) or counts.empty:
         raise ValueError(f"{what}: expected a non-empty DataFrame of folds x emotions.")
-    table = _numeric(_emotion_rows(counts, what).T, what)
+    table = numeric_table(emotion_rows(counts, what).T, what)
     values = table.to_numpy()
     if not np.isfinite(values).all() or (values < 0).any():
         raise ValueError(f"{what}: counts must be finite and non-negative.")
 
     fold_labels = [f"{f if str(f).lower().startswith('fold') else f'Fold {f}'} (n={total:.0f})"
                    for f, total in zip(table.index, values.sum(axis=1))]
-    fig = _new_figure(title, (8.5, 0.5 * len(table) + 2.6))
+    fig = new_figure(title, (8.5, 0.5 * len(table) + 2.6))
     ax = fig.subplots()
-    _heatmap(ax, values, list(table.columns), fold_labels, cmap=SEQUENCE_CMAP, vmin=0, vmax=max(values.max(), 1.0),
+    draw_heatmap(ax, values, list(table.columns), fold_labels, cmap=SEQUENCE_CMAP, vmin=0, vmax=max(values.max(), 1.0),
              texts=np.vectorize(lambda v: f"{v:.0f}")(values), bar={"label": "Clips"})
     ax.set(xlabel="Emotion", ylabel="Fold")
-    return _finish(fig, path)
+    return finish_figure(fig, path)
 
 
 def frames_histogram(lengths: pd.Series | np.ndarray, title: str, path: str | os.PathLike | None = None,
@@ -616,7 +399,7 @@ def frames_histogram(lengths: pd.Series | np.ndarray, title: str, path: str | os
 
     import seaborn  # deferred: seaborn imports pyplot, which this module never needs
 
-    fig = _new_figure(title, (8.5, 4.6))
+    fig = new_figure(title, (8.5, 4.6))
     ax = fig.subplots()
     if by is None:
         seaborn.histplot(x=values, bins=edges, color=SERIES_COLORS["bar"], edgecolor="white", linewidth=0.5,
@@ -642,8 +425,8 @@ def frames_histogram(lengths: pd.Series | np.ndarray, title: str, path: str | os
             f"range {values.min():.0f}\u2013{values.max():.0f}", transform=ax.transAxes, ha="right", va="top",
             fontsize=9, bbox={"boxstyle": "round", "facecolor": "white", "edgecolor": "#cccccc"})
     ax.set(xlabel="Frames per clip", ylabel="Clips")
-    _seconds_axis(ax, f"Clip length (s, at {FPS} fps)")
-    return _finish(fig, path)
+    seconds_axis(ax, f"Clip length (s, at {FPS} fps)")
+    return finish_figure(fig, path)
 
 
 def metric_comparison(table: pd.DataFrame, title: str, path: str | os.PathLike | None = None) -> PlotFigure:
@@ -661,7 +444,7 @@ def metric_comparison(table: pd.DataFrame, title: str, path: str | os.PathLike |
     bound_cols = [c for c in ("ci_low", "ci_high") if c in table.columns]
     if len(bound_cols) == 1:
         raise ValueError(f"{what}: give both ci_low and ci_high, or neither (found only {bound_cols[0]}).")
-    numbers = _numeric(table[["accuracy", *bound_cols]], what)
+    numbers = numeric_table(table[["accuracy", *bound_cols]], what)
     scaled = _as_percent(numbers.to_numpy())
     accuracy = scaled[:, 0]
     if not np.isfinite(accuracy).all():
@@ -682,7 +465,7 @@ def metric_comparison(table: pd.DataFrame, title: str, path: str | os.PathLike |
         colours = [SERIES_COLORS["bar"]] * len(table)
 
     y = np.arange(len(table))
-    fig = _new_figure(title, (9.0, 0.55 * len(table) + 1.8))
+    fig = new_figure(title, (9.0, 0.55 * len(table) + 1.8))
     ax = fig.subplots()
     ax.barh(y, accuracy, color=colours, height=0.6, zorder=2)
     ax.errorbar(accuracy[has_ci], y[has_ci], xerr=errors[:, has_ci], fmt="none", ecolor="#333333",
@@ -704,4 +487,4 @@ def metric_comparison(table: pd.DataFrame, title: str, path: str | os.PathLike |
         from matplotlib.patches import Patch
         ax.legend(handles=[Patch(color=colour_of[g], label=g) for g in groups], loc="upper left",
                   bbox_to_anchor=(1.01, 1))
-    return _finish(fig, path)
+    return finish_figure(fig, path)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from aus_lib import analysis, baselines, dataset, folds, plots, posteriors
+from aus_lib import analysis, attention_plots, baselines, dataset, folds, plots, posteriors
 from aus_lib.ravdess import EMOTIONS
 from aus_lib.runs import Run, atomic_write_csv
 
@@ -78,7 +78,7 @@ def newest_run_with_posteriors(runs_dir: str | os.PathLike, partition: str = "va
 
 def clip_figure(item: dict):
     """One clip's AU heatmap with its attention curve, true and predicted emotion."""
-    return plots.attention_heatmap(item["aus"], item["attention"], f"Fold {item['fold']}, clip {item['clip']}: "
+    return attention_plots.attention_heatmap(item["aus"], item["attention"], f"Fold {item['fold']}, clip {item['clip']}: "
                                    f"true {item['true']}, predicted {item['pred']}")
 
 
@@ -223,12 +223,12 @@ def attention_figures(post: RunPosteriors, data: dataset.ClipData, per_emotion: 
         first = pick_examples(items, 1)[0]
         verdict = "correct" if first["true"] == first["pred"] else "misclassified"
         path = folder / f"attention_clip_{first['clip']}.png"
-        plots.attention_heatmap(first["aus"], first["attention"],
+        attention_plots.attention_heatmap(first["aus"], first["attention"],
                                 f"Fold {k}, clip {first['clip']}: true {first['true']}, predicted "
                                 f"{first['pred']} ({verdict})", path=path)
         written[f"{k}-clip"] = path
         written[f"{k}-grid"] = folder / "attention_grid.png"
-        plots.attention_grid(pick_examples(items, per_emotion), f"Fold {k}: attention over AU frames, "
+        attention_plots.attention_grid(pick_examples(items, per_emotion), f"Fold {k}: attention over AU frames, "
                              "correct and misclassified clips per emotion", path=written[f"{k}-grid"])
         written.update(_summaries(items, folder, f"Fold {k}", f"{k}-"))
     written.update(_summaries(everything, analysis_dir(post), "All folds", "all-"))
@@ -243,9 +243,9 @@ def _summaries(items: list[dict], folder: Path, label: str, key: str) -> dict[st
     importance = analysis.attention_au_importance([it["aus"] for it in items], atts, labels)
     atomic_write_csv(folder / "attention_profiles.csv", profile)
     atomic_write_csv(folder / "attention_au_importance.csv", importance)
-    plots.attention_profiles(profile, f"{label}: mean attention over normalized clip time",
+    attention_plots.attention_profiles(profile, f"{label}: mean attention over normalized clip time",
                              path=folder / "attention_profiles.png")
-    plots.au_importance(importance, f"{label}: attention-weighted AU activity per emotion",
+    attention_plots.au_importance(importance, f"{label}: attention-weighted AU activity per emotion",
                         path=folder / "attention_au_importance.png")
     return {key + "profiles": folder / "attention_profiles.png", key + "importance": folder / "attention_au_importance.png"}
 
@@ -292,7 +292,7 @@ def prediction_figure(scores, clip: str):
     probs = row[[f"p_{e}" for e in EMOTIONS]].astype(float).sort_values(ascending=False)
     top = ", ".join(f"{name.removeprefix('p_')} {p:.2f}" for name, p in probs.head(3).items())
     named = f" (name says {row['named_emotion']})" if row["named_emotion"] else ""
-    return plots.attention_heatmap(scores.aus[clip], scores.attention[clip],
+    return attention_plots.attention_heatmap(scores.aus[clip], scores.attention[clip],
                                    f"{clip}{named}: predicted {row['predicted']} ({row['folds_agreeing']} fold "
                                    f"models agree)\nposteriors averaged over {scores.folds} fold models: {top}")
 

@@ -11,7 +11,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.colors import to_hex  # noqa: E402
 
-from aus_lib import paths, plots  # noqa: E402
+from aus_lib import attention_plots, paths, plots  # noqa: E402
 from aus_lib.openface import AU_COLUMNS, AU_INTENSITY, AU_PRESENCE, PROCESSED_SEP  # noqa: E402
 from aus_lib.ravdess import EMOTIONS, LABELS  # noqa: E402
 
@@ -65,12 +65,12 @@ BUILDERS = {
                        [("Epoch", "Cross-entropy loss"), ("Epoch", "Score (%)")]),
     "confusion_matrix": (lambda t, p: plots.confusion_matrix(_cm(), t, path=p),
                          [("Predicted emotion", "True emotion")]),
-    "attention_heatmap": (lambda t, p: plots.attention_heatmap(_clip(), _attention(), t, path=p),
+    "attention_heatmap": (lambda t, p: attention_plots.attention_heatmap(_clip(), _attention(), t, path=p),
                           [("Frame", "AU presence")]),
-    "attention_grid": (lambda t, p: plots.attention_grid(_examples(), t, path=p), [("Frame", "AU intensity (0\u20135)")]),
-    "attention_profiles": (lambda t, p: plots.attention_profiles(_by_emotion(RNG.random((8, 5))), t, path=p),
+    "attention_grid": (lambda t, p: attention_plots.attention_grid(_examples(), t, path=p), [("Frame", "AU intensity (0\u20135)")]),
+    "attention_profiles": (lambda t, p: attention_plots.attention_profiles(_by_emotion(RNG.random((8, 5))), t, path=p),
                            [("Normalized time in clip", "Mean attention weight")]),
-    "au_importance": (lambda t, p: plots.au_importance(_by_emotion(RNG.normal(size=(8, 35)), list(AU_COLUMNS)), t,
+    "au_importance": (lambda t, p: attention_plots.au_importance(_by_emotion(RNG.normal(size=(8, 35)), list(AU_COLUMNS)), t,
                                                        path=p), [("Action Unit", "Emotion")]),
     "per_emotion_bar": (lambda t, p: plots.per_emotion_bar(_by_emotion(RNG.random((8, 5))), t, "Recall", path=p),
                         [("Emotion", "Recall")]),
@@ -159,7 +159,7 @@ def test_emotion_ticks_are_names_in_display_order(name, axis, tmp_path):
 
 
 def test_attention_profiles_one_line_per_emotion_in_palette_colour():
-    fig = plots.attention_profiles(_by_emotion(RNG.random((8, 4))), "t")
+    fig = attention_plots.attention_profiles(_by_emotion(RNG.random((8, 4))), "t")
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_legend().get_texts()] == list(EMOTIONS)
     assert [to_hex(line.get_color()).upper() for line in ax.lines] == [plots.EMOTION_COLORS[e].upper() for e in EMOTIONS]
@@ -173,7 +173,7 @@ def test_per_emotion_bar_accepts_folds_as_rows_and_draws_means():
 
 
 def test_attention_grid_marks_misclassified_examples(tmp_path):
-    fig = plots.attention_grid(_examples(), "t", path=tmp_path / "g.png")
+    fig = attention_plots.attention_grid(_examples(), "t", path=tmp_path / "g.png")
     titles = {ax.get_title(): ax.title.get_color() for ax in fig.axes if ax.get_title()}
     wrong = [t for t in titles if "01-01-05-01-01-01-02" in t]
     right = [t for t in titles if "01-01-03-01-01-01-01" in t]
@@ -184,14 +184,14 @@ def test_attention_grid_marks_misclassified_examples(tmp_path):
 
 
 def test_attention_grid_names_emotions_given_as_label_indices():
-    fig = plots.attention_grid(_examples(), "t")
+    fig = attention_plots.attention_grid(_examples(), "t")
     titles = [ax.get_title() for ax in fig.axes if "01-01-04-01-01-01-03" in ax.get_title()]
     assert titles and "true sad" in titles[0] and "pred sad" in titles[0]
 
 
 def test_attention_heatmap_rejects_attention_of_wrong_length():
     with pytest.raises(ValueError, match="one weight per frame"):
-        plots.attention_heatmap(_clip(40), _attention(39), "t")
+        attention_plots.attention_heatmap(_clip(40), _attention(39), "t")
 
 
 def test_attention_heatmap_on_a_real_clip_separates_intensity_and_presence(tmp_path):
@@ -199,7 +199,7 @@ def test_attention_heatmap_on_a_real_clip_separates_intensity_and_presence(tmp_p
     if not clips:
         pytest.skip(f"no real clips under {paths.SHARED_DATA / 'ravdess_real'}")
     aus = pd.read_csv(clips[0], sep=PROCESSED_SEP)
-    fig = plots.attention_heatmap(aus, _attention(len(aus)), clips[0].stem, path=tmp_path / "real.png")
+    fig = attention_plots.attention_heatmap(aus, _attention(len(aus)), clips[0].stem, path=tmp_path / "real.png")
     panels = {ax.get_ylabel(): _tick_texts(ax, "y") for ax in fig.axes if ax.get_ylabel().startswith("AU ")}
     assert panels["AU intensity (0\u20135)"] == [c[:-2] for c in AU_INTENSITY]
     assert panels["AU presence"] == [c[:-2] for c in AU_PRESENCE]
