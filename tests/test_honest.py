@@ -181,22 +181,30 @@ def test_refit_retrains_each_fold_for_the_epochs_the_inner_split_chose(clips, tm
     assert list(result.table.index[:2]) == [1, 2]
 
 
-def test_selection_is_unchanged_when_the_test_fold_is_corrupted(clips, tmp_path):
+@pytest.mark.parametrize("final_fit", ["inner", "refit", "ensemble"])
+def test_selection_is_unchanged_when_the_test_fold_is_corrupted(clips, tmp_path, final_fit):
+    """Every model a fold trains (the inner-selected one, the refit and its inner run, each ensemble member)
+    chooses the same epoch and ends with the same weights when the test actors' labels and frames are scrambled."""
     manifest, data = clips
-    cfg = honest_cfg(epochs=4, final_fit="inner")
+    cfg = honest_cfg(epochs=4, final_fit=final_fit, ensemble_size=2)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         train.train_cv(cfg, manifest, tmp_path / "clean", data=data, progress=False, folds=[1])
         train.train_cv(cfg, manifest, tmp_path / "corrupt", data=corrupted_test_fold(data, FOLDS[1]),
                        progress=False, folds=[1])
-    clean = torch.load(tmp_path / "clean" / "fold_1" / "checkpoint.pt", weights_only=True)
-    corrupt = torch.load(tmp_path / "corrupt" / "fold_1" / "checkpoint.pt", weights_only=True)
-    assert clean["epoch"] == corrupt["epoch"]
-    for name, weights in clean["model"].items():
-        torch.testing.assert_close(weights, corrupt["model"][name], rtol=0, atol=0)
-    history = [pd.read_csv(tmp_path / run / "fold_1" / "history.csv").drop(columns="seconds")
-               for run in ("clean", "corrupt")]
-    pd.testing.assert_frame_equal(*history)
+    fold_dir = tmp_path / "clean" / "fold_1"
+    models = sorted(path.relative_to(tmp_path / "clean") for path in fold_dir.rglob("checkpoint.pt")
+                    if "model" in torch.load(path, weights_only=True))
+    assert len(models) == {"inner": 1, "refit": 2, "ensemble": 2}[final_fit]
+    for path in models:
+        clean = torch.load(tmp_path / "clean" / path, weights_only=True)
+        corrupt = torch.load(tmp_path / "corrupt" / path, weights_only=True)
+        assert clean["epoch"] == corrupt["epoch"], path
+        for name, weights in clean["model"].items():
+            torch.testing.assert_close(weights, corrupt["model"][name], rtol=0, atol=0, msg=f"{path}: {name}")
+        history = [pd.read_csv(tmp_path / run / path.parent / "history.csv").drop(columns="seconds")
+                   for run in ("clean", "corrupt")]
+        pd.testing.assert_frame_equal(*history)
 
 
 def test_inference_sees_the_inputs_training_saw(clips, tmp_path):
