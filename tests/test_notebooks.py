@@ -1,5 +1,7 @@
 """The notebooks, executed with papermill on small data exactly as a batch user runs them."""
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 
@@ -78,6 +80,9 @@ def test_03_follows_the_latest_pointer_of_a_runs_folder(tiny_run, tmp_path):
 
 
 def test_04_analysis_writes_tables_and_figures(tiny_run, tmp_path):
+    # A copy: the shared run may already hold analysis files and predictions other tests wrote.
+    fresh = shutil.ignore_patterns("analysis", "predictions", "attention_*")
+    tiny_run = Path(shutil.copytree(tiny_run, tmp_path / "run", ignore=fresh))
     run_notebook("04_analysis", tmp_path / "04.ipynb", {"run_dir": str(tiny_run), "minirocket": False})
     analysis = tiny_run / "analysis"
     for name in ("summary_val.csv", "comparison.csv", "comparison.png", "confusion_val_raw_all_folds.png",
